@@ -1,0 +1,123 @@
+"""Application factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, g, request
+from flask_cors import CORS
+from werkzeug.exceptions import HTTPException
+
+from cds.audit import AuditLog
+from cds.config import ConfigError, Settings
+from cds.db import make_engine, make_sessionmaker
+from cds.hooks_api import bp as hooks_bp
+from cds.http_json import error_response
+from cds.logging_setup import configure_logging
+from cds.security import JwtVerifier, load_trusted_issuers
+from cds.security.replay_store import DatabaseReplayStore
+from cds.services import default_registry
+from cds.services.registry import ServiceRegistry
+
+log = logging.getLogger("cds.app")
+
+
+def create_app(settings: Settings | None = None, registry: ServiceRegistry | None = None) -> Flask:
+    app = Flask("cds", instance_relative_config=True)
+    settings = settings or Settings.from_env(instance_path=app.instance_path)
+    configure_logging(settings.log_level)
+    settings.instance_path.mkdir(parents=True, exist_ok=True)
+
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+        WARDROUND_SETTINGS=settings,
+        WARDROUND_PUBLIC_BASE_URL=settings.public_base_url or "",
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+
+    engine = make_engine(settings.database_url, settings.db_connect_timeout_s)
+    sessions = make_sessionmaker(engine)
+    app.extensions["wardround.engine"] = engine
+    app.extensions["wardround.sessions"] = sessions
+    app.extensions["wardround.audit"] = AuditLog(sessions)
+    app.extensions["wardround.registry"] = registry or default_registry()
+    app.extensions["wardround.verifier"] = _verifier(settings, sessions)
+
+    if settings.cors_origins:
+        CORS(
+            app,
+            resources={r"/cds-services*": {"origins": list(settings.cors_origins)}},
+            allow_headers=["Authorization", "Content-Type"],
+            methods=["GET", "POST", "OPTIONS"],
+            max_age=600,
+        )
+    app.register_blueprint(hooks_bp)
+    _install_error_handlers(app)
+    _install_request_log(app, settings)
+    return app
+
+
+def _verifier(settings: Settings, sessions: Any) -> JwtVerifier | None:
+    if settings.auth_mode == "off":
+        log.warning(
+            "CDS Hooks JWT authentication is OFF (WARDROUND_AUTH=off): any caller is trusted. "
+            "Never run like this outside local development."
+        )
+        return None
+    if not settings.public_base_url:
+        raise ConfigError(
+            "WARDROUND_PUBLIC_BASE_URL is required with JWT auth: aud is checked against it"
+        )
+    if settings.trusted_issuers_file is None:
+        raise ConfigError("WARDROUND_TRUSTED_ISSUERS must name the trusted-issuers JSON file")
+    issuers = load_trusted_issuers(settings.trusted_issuers_file)
+    return JwtVerifier(
+        issuers=issuers,
+        replay_store=DatabaseReplayStore(sessions, settings.jwt_leeway_s),
+        algorithms=settings.jwt_algorithms,
+        leeway_s=settings.jwt_leeway_s,
+        max_lifetime_s=settings.jwt_max_lifetime_s,
+        jwks_cache_s=settings.jwks_cache_s,
+    )
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.error("unhandled error", extra={"error": type(exc).__name__, "path": request.path})
+        return error_response(500, "internal_error", "internal server error")
+
+
+def _install_request_log(app: Flask, settings: Settings) -> None:
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _log(response: Response) -> Response:
+        fields: dict[str, Any] = {
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": round(
+                (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
+            ),
+        }
+        if g.get("hook_instance"):
+            fields["hook_instance"] = g.hook_instance
+        client = g.get("client")
+        if client is not None:
+            fields["client_iss"] = client.iss
+        if settings.log_patient_ids and g.get("patient_id"):
+            fields["patient_id"] = g.patient_id
+        log.info("request", extra=fields)
+        return response

@@ -1,0 +1,132 @@
+"""The ``cds`` command: operational tasks for hospital IT and integrators."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask
+
+from cds.config import Settings
+
+
+def _settings() -> Settings:
+    # The same instance folder the server uses (Flask's rule: ./instance beside the package).
+    instance = Path(Flask("cds", instance_relative_config=True).instance_path)
+    return Settings.from_env(instance_path=instance)
+
+
+@click.group()
+def main() -> None:
+    """Wardround CDS service administration."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations to DATABASE_URL (default: SQLite in instance/)."""
+    from cds.migrate import upgrade
+
+    settings = _settings()
+    settings.instance_path.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url, revision)
+    click.echo(f"database at revision {revision}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the schema revision of DATABASE_URL."""
+    from cds.migrate import current
+
+    click.echo(current(_settings().database_url) or "empty (run: cds db upgrade)")
+
+
+@main.group()
+def audit() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; exit 1 and name the first broken link if it is not intact."""
+    from cds.audit import verify_chain
+    from cds.db import make_engine, make_sessionmaker
+
+    engine = make_engine(_settings().database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            result = verify_chain(session)
+    finally:
+        engine.dispose()
+    click.echo(result.describe())
+    sys.exit(0 if result.ok else 1)
+
+
+@main.group()
+def demo() -> None:
+    """Demo EHR identity and sample requests, for trying the service locally."""
+
+
+@demo.command("setup")
+def demo_setup() -> None:
+    """Create the demo EHR key pair and the trusted-issuers file in instance/ (idempotent)."""
+    from cds.demo import ensure_demo_ehr
+
+    click.echo(str(ensure_demo_ehr(_settings().instance_path)))
+
+
+@demo.command("request")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def demo_request(bundle: Path) -> None:
+    """Print a patient-view request built from a Synthea patient BUNDLE (.json or .json.gz)."""
+    from cds.demo import patient_view_request
+
+    click.echo(json.dumps(patient_view_request(bundle), indent=2))
+
+
+@main.group()
+def token() -> None:
+    """CDS Hooks JWTs."""
+
+
+@token.command("mint")
+@click.argument("audience")
+@click.option("--lifetime", default=300, show_default=True, help="Seconds until exp.")
+@click.option("--key", "key_path", type=click.Path(path_type=Path), help="Private key (PEM).")
+@click.option("--iss", help="Issuer (default: the demo EHR).")
+@click.option("--kid", help="Key id (default: the demo EHR's).")
+@click.option("--alg", default="ES384", show_default=True)
+def token_mint(
+    audience: str,
+    lifetime: int,
+    key_path: Path | None,
+    iss: str | None,
+    kid: str | None,
+    alg: str,
+) -> None:
+    """Mint a JWT for AUDIENCE, the full URL of the endpoint to call.
+
+    Without --key it signs as the demo EHR that `make serve` trusts.
+    """
+    from cds.demo import ensure_demo_ehr, mint_token
+
+    if key_path is None:
+        instance = _settings().instance_path
+        ensure_demo_ehr(instance)
+        ehr = json.loads((instance / "demo-ehr" / "ehr.json").read_text())
+        key_path = instance / "demo-ehr" / "private-key.pem"
+        iss, kid = iss or ehr["iss"], kid or ehr["kid"]
+    if not iss or not kid:
+        raise click.UsageError("--iss and --kid are required with --key")
+    click.echo(mint_token(audience, key_path.read_bytes(), iss, kid, lifetime, algorithm=alg))
+
+
+if __name__ == "__main__":
+    main()

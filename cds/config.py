@@ -1,0 +1,92 @@
+"""Runtime settings, read once from the environment (secrets never live in code or files in git)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+AuthMode = Literal["jwt", "off"]
+
+#: Asymmetric algorithms only: HMAC and "none" can never be switched on.
+ALLOWED_ALGORITHMS = frozenset(
+    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+)
+DEFAULT_ALGORITHMS = ("ES384", "RS384")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or has a value the service refuses to run with."""
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told. Built from the environment by :meth:`from_env`."""
+
+    database_url: str
+    instance_path: Path
+    #: Public base URL of this service as the EHR sees it (``aud`` is checked against it).
+    public_base_url: str | None = None
+    auth_mode: AuthMode = "jwt"
+    #: JSON allow-list of EHR issuers and their keys (default: instance/trusted-issuers.json).
+    trusted_issuers_file: Path | None = None
+    jwt_algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    jwt_leeway_s: int = 30
+    jwt_max_lifetime_s: int = 3600
+    jwks_cache_s: int = 300
+    max_body_bytes: int = 5 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    #: Only when true do log lines carry patient/encounter ids (never names or dates).
+    log_patient_ids: bool = False
+    db_connect_timeout_s: int = 3
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.auth_mode not in ("jwt", "off"):
+            raise ConfigError("WARDROUND_AUTH must be 'jwt' or 'off'")
+        bad = [alg for alg in self.jwt_algorithms if alg not in ALLOWED_ALGORITHMS]
+        if bad or not self.jwt_algorithms:
+            raise ConfigError(
+                f"WARDROUND_JWT_ALGORITHMS may only name {sorted(ALLOWED_ALGORITHMS)}; got {bad}"
+            )
+        if self.max_body_bytes <= 0:
+            raise ConfigError("WARDROUND_MAX_BODY_BYTES must be positive")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, instance_path: Path | None = None
+    ) -> Settings:
+        env = os.environ if environ is None else environ
+        instance = Path(env.get("WARDROUND_INSTANCE_PATH") or instance_path or "instance")
+        database_url = env.get("DATABASE_URL") or f"sqlite:///{(instance / 'audit.db').resolve()}"
+        issuers = env.get("WARDROUND_TRUSTED_ISSUERS")
+        return cls(
+            database_url=database_url,
+            instance_path=instance,
+            public_base_url=(env.get("WARDROUND_PUBLIC_BASE_URL") or "").rstrip("/") or None,
+            auth_mode=(env.get("WARDROUND_AUTH") or "jwt").strip().lower(),  # type: ignore[arg-type]
+            trusted_issuers_file=Path(issuers) if issuers else instance / "trusted-issuers.json",
+            jwt_algorithms=_split(env.get("WARDROUND_JWT_ALGORITHMS")) or DEFAULT_ALGORITHMS,
+            jwt_leeway_s=int(env.get("WARDROUND_JWT_LEEWAY_S", "30")),
+            jwt_max_lifetime_s=int(env.get("WARDROUND_JWT_MAX_LIFETIME_S", "3600")),
+            jwks_cache_s=int(env.get("WARDROUND_JWKS_CACHE_S", "300")),
+            max_body_bytes=int(env.get("WARDROUND_MAX_BODY_BYTES", str(5 * 1024 * 1024))),
+            cors_origins=_split(env.get("WARDROUND_CORS_ORIGINS")),
+            log_level=env.get("WARDROUND_LOG_LEVEL", "INFO").upper(),
+            log_patient_ids=_flag(env.get("WARDROUND_LOG_PATIENT_IDS")),
+            db_connect_timeout_s=int(env.get("WARDROUND_DB_CONNECT_TIMEOUT_S", "3")),
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]

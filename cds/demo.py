@@ -1,0 +1,100 @@
+"""Development helpers: a demo EHR identity (key pair + trusted-issuers file) and sample requests.
+
+The demo EHR's private key lives in ``instance/demo-ehr/`` (git-ignored); the server trusts
+only its public JWK Set. Real deployments list their EHRs in their own trusted-issuers file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from fhir_adapters.synthea import (
+    active_conditions,
+    active_medication_requests,
+    load_bundle,
+    resources_by_type,
+    searchset,
+)
+
+DEMO_ISSUER = "https://demo-ehr.wardround.example"
+DEMO_KID = "demo-ehr-es384-1"
+
+
+def ensure_demo_ehr(instance: Path) -> Path:
+    """Create the demo EHR key pair and trusted-issuers file once; return the issuers file."""
+    folder = instance / "demo-ehr"
+    folder.mkdir(parents=True, exist_ok=True)
+    private_path = folder / "private-key.pem"
+    if not private_path.exists():
+        key = ec.generate_private_key(ec.SECP384R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        private_path.touch(mode=0o600)
+        private_path.write_bytes(pem)
+    key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+    public_jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))  # type: ignore[arg-type]
+    public_jwk.update({"kid": DEMO_KID, "alg": "ES384", "use": "sig"})
+    (folder / "jwks.json").write_text(json.dumps({"keys": [public_jwk]}, indent=2) + "\n")
+    (folder / "ehr.json").write_text(json.dumps({"iss": DEMO_ISSUER, "kid": DEMO_KID}) + "\n")
+    issuers = instance / "trusted-issuers.json"
+    if not issuers.exists():
+        issuers.write_text(
+            json.dumps(
+                {"issuers": [{"iss": DEMO_ISSUER, "jwks_file": "demo-ehr/jwks.json"}]}, indent=2
+            )
+            + "\n"
+        )
+    return issuers
+
+
+def mint_token(
+    audience: str,
+    private_key_pem: bytes,
+    issuer: str,
+    kid: str,
+    lifetime_s: int = 300,
+    subject: str | None = None,
+    algorithm: str = "ES384",
+) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": subject or issuer,
+        "aud": audience,
+        "iat": now,
+        "exp": now + lifetime_s,
+        "jti": str(uuid.uuid4()),
+    }
+    return jwt.encode(
+        claims, private_key_pem, algorithm=algorithm, headers={"kid": kid, "typ": "JWT"}
+    )
+
+
+def patient_view_request(bundle_path: Path, user_id: str = "Practitioner/example") -> dict:
+    """A ``patient-view`` request whose prefetch holds a Synthea patient's data."""
+    resources = resources_by_type(load_bundle(bundle_path))
+    if not resources.get("Patient"):
+        raise ValueError(f"{bundle_path.name} holds no Patient (not a patient bundle)")
+    patient = resources["Patient"][0]
+    return {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": user_id, "patientId": patient["id"]},
+        "prefetch": {
+            "patient": patient,
+            "conditions": searchset(active_conditions(resources)),
+            "medications": searchset(active_medication_requests(resources)),
+        },
+    }

@@ -1,0 +1,233 @@
+"""CDS Hooks 2.0 HTTP endpoints: discovery, service invocation and feedback."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from cds.audit import AuditLog, AuditUnavailable, CardRecord
+from cds.audit.store import utc_now
+from cds.audit.tables import Feedback, Invocation
+from cds.cards import CdsResponse
+from cds.feedback import parse_feedback
+from cds.hook_request import RequestInvalid, parse_hook_request
+from cds.http_json import BodyError, error_response, read_json_body
+from cds.security import AuthError, ClientIdentity, JwtVerifier
+from cds.services.registry import CdsService, HookCall, PrefetchInvalid, ServiceRegistry
+from fhir_adapters import collect_prefetch
+
+log = logging.getLogger("cds.hooks")
+bp = Blueprint("cds_hooks", __name__)
+
+AUDIT_DOWN = "The audit log is unavailable, so no decision support was released. Retry shortly."
+
+
+def _registry() -> ServiceRegistry:
+    return current_app.extensions["wardround.registry"]
+
+
+def _audit() -> AuditLog:
+    return current_app.extensions["wardround.audit"]
+
+
+def _audit_unavailable() -> Response:
+    response = error_response(503, "audit_unavailable", AUDIT_DOWN)
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+@bp.before_request
+def authenticate() -> Response | None:
+    g.client = None
+    if request.method == "OPTIONS":
+        return None  # CORS preflight carries no credentials
+    verifier: JwtVerifier | None = current_app.extensions["wardround.verifier"]
+    if verifier is None:  # WARDROUND_AUTH=off, development only (warned at start-up)
+        return None
+    audience = current_app.config["WARDROUND_PUBLIC_BASE_URL"] + request.path
+    try:
+        g.client = verifier.verify(request.headers.get("Authorization"), audience)
+    except AuthError as exc:
+        log.info("authentication refused", extra={"reason": exc.reason, "path": request.path})
+        response = error_response(401, "unauthorized", "authentication failed", reason=exc.reason)
+        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        return response
+    except AuditUnavailable:
+        return _audit_unavailable()
+    return None
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    return jsonify(_registry().discovery())
+
+
+@dataclass
+class _Outcome:
+    """What one invocation produced, gathered for the audit row and the response."""
+
+    status: int = 200
+    body: dict[str, Any] = field(default_factory=dict)
+    cards: list[CardRecord] = field(default_factory=list)
+    error_code: str | None = None
+    error_detail: str | None = None
+    models: list[dict[str, str]] = field(default_factory=list)
+    prefetch_used: list[str] = field(default_factory=list)
+
+    def fail(self, status: int, code: str, message: str, **extra: Any) -> None:
+        self.status, self.error_code, self.error_detail = status, code, message
+        self.body = {"error": code, "message": message, **extra}
+
+
+def _run_service(service: CdsService, body: Any, outcome: _Outcome, invocation: Invocation) -> None:
+    try:
+        hook_request, context = parse_hook_request(body, service.hook)
+    except RequestInvalid as exc:
+        errors = [e.model_dump() for e in exc.errors]
+        outcome.fail(400, "invalid_request", exc.errors[0].message, field=exc.field, errors=errors)
+        outcome.error_detail = f"{exc.field}: {exc.errors[0].message}"
+        return
+    invocation.hook = hook_request.hook
+    invocation.hook_instance = str(hook_request.hookInstance)
+    invocation.fhir_server = hook_request.fhirServer
+    invocation.user_id = context.userId
+    invocation.patient_id = context.patientId
+    invocation.encounter_id = getattr(context, "encounterId", None)
+    g.hook_instance = invocation.hook_instance
+
+    prefetch = collect_prefetch(service.prefetch, hook_request.prefetch)
+    outcome.prefetch_used = list(prefetch.used)
+    missing = sorted(service.required_prefetch & set(prefetch.missing))
+    if missing:
+        outcome.fail(
+            412,
+            "prefetch_required",
+            "required prefetch was not supplied and cannot be fetched",
+            missing=missing,
+        )
+        return
+    call = HookCall(request=hook_request, context=context, prefetch=prefetch.data)
+    try:
+        result = service.handler(call)
+        response = CdsResponse(cards=result.cards, systemActions=result.system_actions)
+    except PrefetchInvalid as exc:
+        field_name = f"prefetch.{exc.key}"
+        outcome.fail(400, "invalid_prefetch", str(exc), field=field_name)
+        outcome.error_detail = f"{field_name}: {exc}"
+        return
+    except Exception as exc:  # a defect in a service: audited, never a bare 500
+        # The exception text may quote patient data (pydantic does): log its type only.
+        log.error("service failed", extra={"service_id": service.id, "error": type(exc).__name__})
+        outcome.fail(500, "service_error", "the service failed to build a response")
+        return
+    outcome.models = [model.to_json() for model in result.models]
+    outcome.body = response.to_json()
+    outcome.cards = [
+        CardRecord(uuid=c["uuid"], summary=c["summary"], indicator=c["indicator"], card_json=c)
+        for c in outcome.body["cards"]
+    ]
+
+
+@bp.post("/cds-services/<service_id>")
+def invoke(service_id: str) -> Response:
+    started = time.perf_counter()
+    service = _registry().get(service_id)
+    if service is None:
+        return error_response(404, "unknown_service", "no CDS service with this id")
+    client: ClientIdentity | None = g.client
+    invocation = Invocation(
+        received_at=utc_now(),
+        service_id=service.id,
+        client_iss=client.iss if client else None,
+        client_sub=client.sub if client else None,
+        request_digest=hashlib.sha256(b"").hexdigest(),
+        prefetch_fetched=[],
+    )
+    outcome = _Outcome()
+    try:
+        raw, body = read_json_body(request)
+        invocation.request_digest = hashlib.sha256(raw).hexdigest()
+        _run_service(service, body, outcome, invocation)
+    except BodyError as exc:
+        outcome.fail(exc.status, exc.code, exc.message)
+
+    invocation.status_code = outcome.status
+    invocation.error_code = outcome.error_code
+    invocation.error_detail = outcome.error_detail
+    invocation.prefetch_used = outcome.prefetch_used
+    invocation.model_versions = outcome.models
+    invocation.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    try:
+        _audit().record_invocation(invocation, outcome.cards)
+    except AuditUnavailable as exc:
+        log.error("audit write failed; answering 503", extra={"error": str(exc)})
+        return _audit_unavailable()
+    g.patient_id = invocation.patient_id
+    response = jsonify(outcome.body)
+    response.status_code = outcome.status
+    return response
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    if _registry().get(service_id) is None:
+        return error_response(404, "unknown_service", "no CDS service with this id")
+    try:
+        _, body = read_json_body(request)
+        parsed = parse_feedback(body)
+    except BodyError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except RequestInvalid as exc:
+        errors = [e.model_dump() for e in exc.errors]
+        return error_response(
+            400, "invalid_request", exc.errors[0].message, field=exc.field, errors=errors
+        )
+    audit = _audit()
+    card_ids = sorted({str(entry.card) for entry in parsed.feedback})
+    try:
+        known = audit.card_service_ids(card_ids)
+    except AuditUnavailable:
+        return _audit_unavailable()
+    unknown = [c for c in card_ids if c not in known or known[c][0] != service_id]
+    if unknown:
+        return error_response(
+            404, "unknown_card", "feedback names cards this service never returned", cards=unknown
+        )
+    for i, entry in enumerate(parsed.feedback):
+        offered = known[str(entry.card)][1]
+        for j, accepted in enumerate(entry.acceptedSuggestions or []):
+            if str(accepted.id) not in offered:
+                return error_response(
+                    400,
+                    "invalid_request",
+                    "accepted suggestion is not a suggestion of that card",
+                    field=f"feedback.{i}.acceptedSuggestions.{j}.id",
+                )
+    client: ClientIdentity | None = g.client
+    rows = [
+        Feedback(
+            received_at=utc_now(),
+            card_uuid=str(entry.card),
+            service_id=service_id,
+            client_iss=client.iss if client else None,
+            outcome=entry.outcome,
+            outcome_timestamp=entry.outcomeTimestamp,
+            accepted_suggestions=[str(s.id) for s in entry.acceptedSuggestions or []],
+            override_reason=(
+                entry.overrideReason.model_dump(mode="json", exclude_none=True)
+                if entry.overrideReason
+                else None
+            ),
+        )
+        for entry in parsed.feedback
+    ]
+    try:
+        audit.record_feedback(rows)
+    except AuditUnavailable:
+        return _audit_unavailable()
+    return jsonify({})

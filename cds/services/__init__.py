@@ -1,0 +1,10 @@
+"""The CDS services this deployment offers. Add a service: write it, then list it here."""
+
+from cds.services import patient_summary
+from cds.services.registry import CdsService, ServiceRegistry
+
+BUILT_IN_SERVICES: tuple[CdsService, ...] = (patient_summary.SERVICE,)
+
+
+def default_registry() -> ServiceRegistry:
+    return ServiceRegistry(BUILT_IN_SERVICES)

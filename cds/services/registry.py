@@ -1,0 +1,99 @@
+"""The service registry: each CDS service is declared once, and discovery is generated from it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds.cards import Action, Card
+from cds.hook_request import HOOK_CONTEXTS, HookRequest
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model (or rule set) and the exact version that produced a card."""
+
+    id: str
+    version: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"id": self.id, "version": self.version}
+
+
+@dataclass(frozen=True)
+class HookCall:
+    """What a service handler receives: the validated request, typed context and prefetch."""
+
+    request: HookRequest
+    context: Any
+    #: prefetch key → FHIR JSON (None: the EHR reported no data).
+    prefetch: Mapping[str, dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class ServiceResult:
+    cards: list[Card] = field(default_factory=list)
+    system_actions: list[Action] = field(default_factory=list)
+    models: list[ModelRef] = field(default_factory=list)
+
+
+class PrefetchInvalid(ValueError):
+    """A prefetched resource is not what its key promised (wrong type, patient or FHIR)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+Handler = Callable[[HookCall], ServiceResult]
+
+
+@dataclass(frozen=True)
+class CdsService:
+    id: str
+    hook: str
+    title: str
+    description: str
+    handler: Handler
+    prefetch: Mapping[str, str] = field(default_factory=dict)
+    #: Prefetch keys the service cannot answer without (absent and not fetchable → 412).
+    required_prefetch: frozenset[str] = frozenset()
+    usage_requirements: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.hook not in HOOK_CONTEXTS:
+            raise ValueError(f"service {self.id}: unsupported hook {self.hook}")
+        if not self.required_prefetch <= set(self.prefetch):
+            raise ValueError(f"service {self.id}: required prefetch keys must be declared")
+
+    def discovery_entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "hook": self.hook,
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+        }
+        if self.prefetch:
+            entry["prefetch"] = dict(self.prefetch)
+        if self.usage_requirements:
+            entry["usageRequirements"] = self.usage_requirements
+        return entry
+
+
+class ServiceRegistry:
+    def __init__(self, services: Iterable[CdsService]) -> None:
+        self._services: dict[str, CdsService] = {}
+        for service in services:
+            if service.id in self._services:
+                raise ValueError(f"duplicate service id {service.id}")
+            self._services[service.id] = service
+
+    def get(self, service_id: str) -> CdsService | None:
+        return self._services.get(service_id)
+
+    def discovery(self) -> dict[str, Any]:
+        return {"services": [s.discovery_entry() for s in self._services.values()]}
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._services.values())

@@ -1,0 +1,67 @@
+"""Parse FHIR R4 JSON with ``fhir.resources.R4B``.
+
+``fhir.resources`` 8.x models R5 at its top level; EHRs and Synthea send R4, whose
+resources the R4B models accept (R4B changed no resource used here in a breaking way),
+so every parse in the project goes through this module and that package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
+from pydantic import ValidationError
+
+
+class ResourceInvalid(ValueError):
+    """The JSON is not a valid FHIR R4 resource of the expected type."""
+
+
+def _summarise(exc: ValidationError) -> str:
+    first = exc.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "resource"
+    return f"{where}: {first['msg']}"
+
+
+def parse_resource(data: Any, expected_type: str | None = None) -> Resource:
+    if not isinstance(data, dict):
+        raise ResourceInvalid("not a JSON object")
+    resource_type = data.get("resourceType")
+    if expected_type is not None and resource_type != expected_type:
+        raise ResourceInvalid(f"expected a {expected_type}, got {resource_type!r}")
+    try:
+        model = get_fhir_model_class(str(resource_type))
+    except (KeyError, ValueError):
+        raise ResourceInvalid(f"unknown resourceType {resource_type!r}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ResourceInvalid(_summarise(exc)) from None
+
+
+@dataclass
+class ParsedEntries:
+    resources: list[Resource] = field(default_factory=list)
+    #: One line per skipped entry: its index and why (no resource content).
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_searchset(bundle: Any, resource_type: str) -> ParsedEntries:
+    """Parse a search Bundle entry by entry: one bad resource is skipped, not fatal."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise ResourceInvalid("expected a Bundle")
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise ResourceInvalid("Bundle.entry must be an array")
+    parsed = ParsedEntries()
+    for i, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome":
+            continue  # search warnings travel as OperationOutcome entries
+        try:
+            parsed.resources.append(parse_resource(resource, resource_type))
+        except ResourceInvalid as exc:
+            parsed.warnings.append(f"entry[{i}]: {exc}")
+    return parsed
