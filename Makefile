@@ -7,7 +7,7 @@ PORT   ?= 8080
 
 export WARDROUND_PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
 
-.PHONY: install serve test lint clean-instance
+.PHONY: install serve test lint bench
 
 # Re-install only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -38,3 +38,26 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Load benchmarks (wrk from Debian; needs the PostgreSQL server) → BENCHMARKS.md
+bench: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python benchmarks/run.py --seconds $(or $(BENCH_SECONDS),20)
+
+# Long schemathesis run against a real gunicorn server; figures in BENCHMARKS.md ("Fuzzing").
+FUZZ_CASES ?= 2400
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz/run_fuzz.py --cases $(FUZZ_CASES)
+
+# Soak (benchmarks/soak.py): a steady request rate for DURATION seconds (default 30 min)
+# against its own PostgreSQL cluster and gunicorn, sampling worker RSS and p99 per window.
+# Rate: RATE, else half of CAPACITY (req/s, e.g. from `make bench`), else 300 req/s.
+# Appends the results to BENCHMARKS.md ("## Soak"); exits 1 if a pass criterion fails.
+DURATION ?= 1800
+.PHONY: soak
+soak: $(STAMP)
+	SOAK_COMMAND="DURATION=$(DURATION) $(if $(RATE),RATE=$(RATE) )$(if $(CAPACITY),CAPACITY=$(CAPACITY) )make soak" \
+	$(BIN)/python -m benchmarks.soak --duration $(DURATION) \
+		$(if $(RATE),--rate $(RATE)) $(if $(CAPACITY),--capacity $(CAPACITY)) \
+		--label "$(or $(SOAK_LABEL),$(DURATION)-s run)" --benchmarks BENCHMARKS.md

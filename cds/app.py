@@ -10,12 +10,15 @@ from flask import Flask, Response, g, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
+from cds import metrics
 from cds.audit import AuditLog
 from cds.config import ConfigError, Settings
 from cds.db import make_engine, make_sessionmaker
 from cds.hooks_api import bp as hooks_bp
 from cds.http_json import error_response
 from cds.logging_setup import configure_logging
+from cds.metrics import bp as metrics_bp
+from cds.openapi import bp as openapi_bp
 from cds.security import JwtVerifier, load_trusted_issuers
 from cds.security.replay_store import DatabaseReplayStore
 from cds.services import default_registry
@@ -56,6 +59,8 @@ def create_app(settings: Settings | None = None, registry: ServiceRegistry | Non
             max_age=600,
         )
     app.register_blueprint(hooks_bp)
+    app.register_blueprint(metrics_bp)
+    app.register_blueprint(openapi_bp)
     _install_error_handlers(app)
     _install_request_log(app, settings)
     return app
@@ -98,19 +103,28 @@ def _install_error_handlers(app: Flask) -> None:
 
 
 def _install_request_log(app: Flask, settings: Settings) -> None:
+    registry: ServiceRegistry = app.extensions["wardround.registry"]
+
     @app.before_request
     def _start_timer() -> None:
         g.started = time.perf_counter()
 
     @app.after_request
     def _log(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        service_id = (request.view_args or {}).get("service_id")
+        known_service = service_id if service_id and registry.get(service_id) else "-"
+        endpoint = request.endpoint.rsplit(".", 1)[-1] if request.endpoint else "unmatched"
+        metrics.HTTP_REQUEST_SECONDS.labels(endpoint, known_service, response.status_code).observe(
+            elapsed
+        )
+        if endpoint == "metrics":
+            return response
         fields: dict[str, Any] = {
             "method": request.method,
             "path": request.path,
             "status": response.status_code,
-            "duration_ms": round(
-                (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
-            ),
+            "duration_ms": round(elapsed * 1000, 2),
         }
         if g.get("hook_instance"):
             fields["hook_instance"] = g.hook_instance

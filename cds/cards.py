@@ -16,6 +16,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+UUID_FORMAT: dict[str, Any] = {"format": "uuid"}  # the JSON Schema of the uuid members
 
 
 def _absolute_url(value: str) -> str:
@@ -84,7 +85,7 @@ def validate_fhir_resource(resource: dict[str, Any]) -> None:
 
 class Suggestion(_Model):
     label: NonEmpty
-    uuid: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    uuid: str = Field(default_factory=lambda: str(uuid.uuid4()), json_schema_extra=UUID_FORMAT)
     isRecommended: bool | None = None
     actions: list[Action] | None = None
 
@@ -108,7 +109,7 @@ class Link(_Model):
 
 
 class Card(_Model):
-    uuid: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    uuid: str = Field(default_factory=lambda: str(uuid.uuid4()), json_schema_extra=UUID_FORMAT)
     # The specification: "One-sentence, <140-character summary message".
     summary: Annotated[str, Field(min_length=1, max_length=139)]
     detail: str | None = None

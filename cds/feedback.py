@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from cds.cards import Coding
-from cds.hook_request import FieldError, RequestInvalid, field_errors
+from cds.hook_request import FieldError, RequestInvalid, field_errors, unstorable_text_errors
 
 
 class AcceptedSuggestion(BaseModel):
@@ -24,14 +32,58 @@ class OverrideReason(BaseModel):
     userComment: Annotated[str, Field(max_length=4000)] | None = None
 
 
+#: :meth:`FeedbackEntry.rule_errors` as JSON Schema, for the OpenAPI description.
+FEEDBACK_RULES_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "properties": {
+                "outcome": {"const": "accepted"},
+                "acceptedSuggestions": {"type": "array", "minItems": 1},
+                "overrideReason": {"type": "null"},
+            },
+            "required": ["acceptedSuggestions"],
+        },
+        {
+            "properties": {
+                "outcome": {"const": "overridden"},
+                "acceptedSuggestions": {"anyOf": [{"type": "null"}, {"maxItems": 0}]},
+                "overrideReason": {
+                    "anyOf": [
+                        {"type": "null"},
+                        {"required": ["reason"], "properties": {"reason": {"type": "object"}}},
+                        {
+                            "required": ["userComment"],
+                            "properties": {"userComment": {"type": "string", "minLength": 1}},
+                        },
+                    ]
+                },
+            },
+        },
+    ]
+}
+
+
 class FeedbackEntry(BaseModel):
-    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="allow", hide_input_in_errors=True, json_schema_extra=FEEDBACK_RULES_SCHEMA
+    )
 
     card: uuid.UUID
     outcome: Literal["accepted", "overridden"]
     acceptedSuggestions: list[AcceptedSuggestion] | None = None
     overrideReason: OverrideReason | None = None
     outcomeTimestamp: AwareDatetime
+
+    @field_validator("outcomeTimestamp")
+    @classmethod
+    def _in_utc_range(cls, value: datetime) -> datetime:
+        # 9999-12-31T23:00-05:00 is valid ISO 8601 but past datetime.max in UTC, where the
+        # audit log stores it: refuse it here (400), not when the row is written (503).
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("outside the range of UTC timestamps") from None
+        return value
 
     def rule_errors(self, index: int) -> list[FieldError]:
         """The IG's feedback invariants (cds-fb-1…3), with the field they concern."""
@@ -71,6 +123,8 @@ class FeedbackRequest(BaseModel):
 def parse_feedback(body: Any) -> FeedbackRequest:
     if not isinstance(body, dict):
         raise RequestInvalid([FieldError(field="body", message="must be a JSON object")])
+    if errors := unstorable_text_errors(body):
+        raise RequestInvalid(errors)
     try:
         request = FeedbackRequest.model_validate(body)
     except ValidationError as exc:

@@ -12,6 +12,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fhir_adapters import find_unstorable_text, printable_path
+
 NonEmpty = Annotated[str, Field(min_length=1, max_length=1024)]
 FhirId = Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
 UserReference = Annotated[
@@ -152,10 +154,25 @@ def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
     return errors
 
 
+def unstorable_text_errors(value: Any) -> list[FieldError]:
+    """The first NUL or unpaired surrogate in ``value``: no audit database can store them."""
+    path = find_unstorable_text(value)
+    if path is None:
+        return []
+    message = "must not contain NUL or unpaired surrogate characters"
+    return [FieldError(field=printable_path(path) or "body", message=message)]
+
+
 def parse_hook_request(body: Any, expected_hook: str) -> tuple[HookRequest, _Context]:
     """Validate the envelope and the hook's context; raise :class:`RequestInvalid`."""
     if not isinstance(body, dict):
         raise RequestInvalid([FieldError(field="body", message="must be a JSON object")])
+    # Prefetched resources are FHIR: their parsing refuses such text per resource (so one
+    # bad entry is skipped, not the request); the envelope and its prefetch keys are here.
+    prefetch = body.get("prefetch")
+    keys = dict.fromkeys(prefetch) if isinstance(prefetch, dict) else prefetch
+    if errors := unstorable_text_errors(body | {"prefetch": keys}):
+        raise RequestInvalid(errors)
     try:
         request = HookRequest.model_validate(body)
     except ValidationError as exc:

@@ -10,8 +10,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from cds import metrics
 from cds.audit import AuditLog, AuditUnavailable, CardRecord
-from cds.audit.store import utc_now
+from cds.audit.jti import SeenToken
+from cds.audit.store import TokenReplayed, utc_now
 from cds.audit.tables import Feedback, Invocation
 from cds.cards import CdsResponse
 from cds.feedback import parse_feedback
@@ -36,9 +38,27 @@ def _audit() -> AuditLog:
 
 
 def _audit_unavailable() -> Response:
+    metrics.AUDIT_UNAVAILABLE.inc()
     response = error_response(503, "audit_unavailable", AUDIT_DOWN)
     response.headers["Retry-After"] = "5"
     return response
+
+
+def _unauthorized(reason: str) -> Response:
+    metrics.AUTH_FAILURES.labels(reason).inc()
+    log.info("authentication refused", extra={"reason": reason, "path": request.path})
+    response = error_response(401, "unauthorized", "authentication failed", reason=reason)
+    response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return response
+
+
+def _replayed() -> Response:
+    return _unauthorized("replayed")
+
+
+def _token() -> SeenToken | None:
+    client: ClientIdentity | None = g.client
+    return client.token if client else None
 
 
 @bp.before_request
@@ -50,13 +70,13 @@ def authenticate() -> Response | None:
     if verifier is None:  # WARDROUND_AUTH=off, development only (warned at start-up)
         return None
     audience = current_app.config["WARDROUND_PUBLIC_BASE_URL"] + request.path
+    # Service calls and feedback record the jti with their audit rows (one transaction);
+    # discovery writes nothing else, so its jti is recorded here.
+    remember = request.endpoint == "cds_hooks.discovery"
     try:
-        g.client = verifier.verify(request.headers.get("Authorization"), audience)
+        g.client = verifier.verify(request.headers.get("Authorization"), audience, remember)
     except AuthError as exc:
-        log.info("authentication refused", extra={"reason": exc.reason, "path": request.path})
-        response = error_response(401, "unauthorized", "authentication failed", reason=exc.reason)
-        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-        return response
+        return _unauthorized(exc.reason)
     except AuditUnavailable:
         return _audit_unavailable()
     return None
@@ -113,7 +133,8 @@ def _run_service(service: CdsService, body: Any, outcome: _Outcome, invocation: 
         return
     call = HookCall(request=hook_request, context=context, prefetch=prefetch.data)
     try:
-        result = service.handler(call)
+        with metrics.MODEL_SECONDS.labels(service.id).time():
+            result = service.handler(call)
         response = CdsResponse(cards=result.cards, systemActions=result.system_actions)
     except PrefetchInvalid as exc:
         field_name = f"prefetch.{exc.key}"
@@ -163,7 +184,9 @@ def invoke(service_id: str) -> Response:
     invocation.model_versions = outcome.models
     invocation.latency_ms = round((time.perf_counter() - started) * 1000, 3)
     try:
-        _audit().record_invocation(invocation, outcome.cards)
+        _audit().record_invocation(invocation, outcome.cards, token=_token())
+    except TokenReplayed:
+        return _replayed()
     except AuditUnavailable as exc:
         log.error("audit write failed; answering 503", extra={"error": str(exc)})
         return _audit_unavailable()
@@ -227,7 +250,9 @@ def feedback(service_id: str) -> Response:
         for entry in parsed.feedback
     ]
     try:
-        audit.record_feedback(rows)
+        audit.record_feedback(rows, token=_token())
+    except TokenReplayed:
+        return _replayed()
     except AuditUnavailable:
         return _audit_unavailable()
     return jsonify({})

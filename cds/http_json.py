@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from flask import Request, Response, jsonify
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 JSON_TYPES = frozenset({"application/json", "application/fhir+json"})
 
@@ -23,13 +23,23 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _too_large() -> BodyError:
+    return BodyError(413, "payload_too_large", "request body exceeds the size limit")
+
+
 def read_json_body(request: Request) -> tuple[bytes, Any]:
     if request.mimetype not in JSON_TYPES:
         raise BodyError(415, "unsupported_media_type", "Content-Type must be application/json")
     try:
         raw = request.get_data(cache=True)
     except RequestEntityTooLarge:
-        raise BodyError(413, "payload_too_large", "request body exceeds the size limit") from None
+        raise _too_large() from None
+    except ClientDisconnected:
+        raise BodyError(400, "incomplete_body", "the request body was not received") from None
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body is cut at the limit by Werkzeug, not refused: refuse it here.
+        raise _too_large()
     try:
         return raw, json.loads(raw, parse_constant=_no_constants)
     except (ValueError, RecursionError, UnicodeDecodeError):

@@ -3,7 +3,14 @@
 Never imports ``cds`` or ``models`` (an import-linter contract keeps it so).
 """
 
-from fhir_adapters.parsing import ParsedEntries, ResourceInvalid, parse_resource, parse_searchset
+from fhir_adapters.parsing import (
+    ParsedEntries,
+    ResourceInvalid,
+    find_unstorable_text,
+    parse_resource,
+    parse_searchset,
+    printable_path,
+)
 from fhir_adapters.prefetch import PrefetchResult, collect_prefetch
 
 __all__ = [
@@ -11,6 +18,8 @@ __all__ = [
     "PrefetchResult",
     "ResourceInvalid",
     "collect_prefetch",
+    "find_unstorable_text",
     "parse_resource",
     "parse_searchset",
+    "printable_path",
 ]

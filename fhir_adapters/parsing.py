@@ -25,9 +25,54 @@ def _summarise(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
+def _unstorable(text: str) -> bool:
+    """NUL (PostgreSQL text and jsonb refuse it) or an unpaired surrogate (not UTF-8)."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def find_unstorable_text(value: Any) -> tuple[str | int, ...] | None:
+    """Path of the first member name or string in a JSON value that no database can store.
+
+    JSON text may carry both as escapes (``\\u0000``, ``\\ud800``); FHIR strings may hold
+    neither. Iterative, so any depth ``json.loads`` accepts is walked.
+    """
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if _unstorable(item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                if isinstance(key, str) and _unstorable(key):
+                    return (*path, key)
+                stack.append(((*path, key), child))
+        elif isinstance(item, list):
+            stack.extend(((*path, i), child) for i, child in reversed(list(enumerate(item))))
+    return None
+
+
+def printable_path(path: tuple[str | int, ...]) -> str:
+    """A dotted path safe to log and store: unprintable characters are escaped."""
+    parts = (
+        str(p) if str(p).isprintable() else str(p).encode("unicode_escape").decode() for p in path
+    )
+    return ".".join(parts)
+
+
 def parse_resource(data: Any, expected_type: str | None = None) -> Resource:
     if not isinstance(data, dict):
         raise ResourceInvalid("not a JSON object")
+    bad = find_unstorable_text(data)
+    if bad is not None:
+        where = printable_path(bad) or "resource"
+        raise ResourceInvalid(f"{where}: NUL or unpaired surrogate in a FHIR string")
     resource_type = data.get("resourceType")
     if expected_type is not None and resource_type != expected_type:
         raise ResourceInvalid(f"expected a {expected_type}, got {resource_type!r}")
@@ -39,6 +84,8 @@ def parse_resource(data: Any, expected_type: str | None = None) -> Resource:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ResourceInvalid(_summarise(exc)) from None
+    except RecursionError:  # fhir.resources validates nested elements recursively
+        raise ResourceInvalid("resource is nested too deeply") from None
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,17 +19,27 @@ def _canonical_value(value: Any) -> Any:
     return value
 
 
-def canonical_content(row: ChainedRow) -> dict[str, Any]:
-    content = {name: _canonical_value(getattr(row, name)) for name in row.hashed_columns}
-    content["table"] = row.__tablename__  # type: ignore[attr-defined]
-    content["seq"] = row.seq
-    content["prev_hash"] = row.prev_hash
+def canonical_content(table: type[ChainedRow], values: Mapping[str, Any]) -> dict[str, Any]:
+    content = {name: _canonical_value(values.get(name)) for name in table.hashed_columns}
+    content["table"] = table.__tablename__  # type: ignore[attr-defined]
+    content["seq"] = values["seq"]
+    content["prev_hash"] = values["prev_hash"]
     return content
 
 
-def row_hash(row: ChainedRow) -> str:
-    """SHA-256 over canonical JSON (sorted keys, no whitespace, UTF-8) of the row's content."""
+def content_hash(table: type[ChainedRow], values: Mapping[str, Any]) -> str:
+    """SHA-256 over canonical JSON (sorted keys, no whitespace, UTF-8) of a row's content."""
     payload = json.dumps(
-        canonical_content(row), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        canonical_content(table, values), sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def row_values(row: ChainedRow) -> dict[str, Any]:
+    names = (*row.hashed_columns, "seq", "prev_hash")
+    return {name: getattr(row, name) for name in names}
+
+
+def row_hash(row: ChainedRow) -> str:
+    """The hash a stored (ORM) row should carry."""
+    return content_hash(type(row), row_values(row))

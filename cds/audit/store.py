@@ -1,21 +1,35 @@
-"""Writes to the audit log. A card leaves the service only after these writes commit."""
+"""Writes to the audit log. A card leaves the service only after these writes commit.
+
+Writes go through a per-process :class:`GroupCommitter`: concurrent requests share one
+transaction, which takes the chain-head lock once, appends every row of the batch in
+order and commits. ``record_*`` return only after that commit.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cds.audit.chain import row_hash
-from cds.audit.tables import GENESIS_HASH, Card, ChainedRow, ChainHead, Feedback, Invocation
+from cds.audit.chain import content_hash, row_values
+from cds.audit.group_commit import GroupCommitter, WriteFailed
+from cds.audit.jti import SeenToken, remember_tokens
+from cds.audit.tables import Card, ChainedRow, ChainHead, Feedback, Invocation
+
+PURGE_EVERY = 500
 
 
 class AuditUnavailable(RuntimeError):
     """The audit database could not commit; the caller must not release any card."""
+
+
+class TokenReplayed(RuntimeError):
+    """The call's JWT id was already used: nothing was written, nothing may be released."""
 
 
 @dataclass(frozen=True)
@@ -26,59 +40,144 @@ class CardRecord:
     card_json: dict
 
 
-def _lock_head(session: Session) -> ChainHead:
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Append:
+    """One request's rows: its invocation and cards, or its feedback entries."""
+
+    invocation: dict[str, Any] | None
+    cards: Sequence[CardRecord] = ()
+    feedback: Sequence[dict[str, Any]] = ()
+    #: The caller's JWT, recorded in the same transaction (replay protection).
+    token: SeenToken | None = None
+
+
+def _lock_head(session: Session) -> tuple[int, str]:
     """Lock the chain head row (``SELECT … FOR UPDATE``; SQLite holds its write lock already)."""
     head = session.execute(
-        select(ChainHead).where(ChainHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
+        select(ChainHead.last_seq, ChainHead.last_hash).where(ChainHead.id == 1).with_for_update()
+    ).one_or_none()
     if head is None:
-        head = ChainHead(id=1, last_seq=0, last_hash=GENESIS_HASH)
-        session.add(head)
-        session.flush()
-    return head
+        raise SQLAlchemyError("audit_chain_head row missing: run `cds db upgrade`")
+    return head.last_seq, head.last_hash
 
 
-def _append(session: Session, head: ChainHead, rows: Sequence[ChainedRow]) -> None:
-    for row in rows:
-        row.seq = head.last_seq + 1
-        row.prev_hash = head.last_hash
-        row.hash = row_hash(row)
-        head.last_seq, head.last_hash = row.seq, row.hash
-        session.add(row)
-        # Flush in chain order so that foreign keys (card → invocation) resolve.
-        session.flush()
+class _Chain:
+    """Assigns seq / prev_hash / hash to rows in order, within one locked transaction."""
+
+    def __init__(self, head: tuple[int, str]) -> None:
+        self.seq, self.hash = head
+        self.rows: dict[type[ChainedRow], list[dict[str, Any]]] = {
+            Invocation: [], Card: [], Feedback: []
+        }  # fmt: skip
+
+    def link(self, table: type[ChainedRow], values: dict[str, Any]) -> dict[str, Any]:
+        self.seq += 1
+        values = {**values, "seq": self.seq, "prev_hash": self.hash}
+        values["hash"] = self.hash = content_hash(table, values)
+        self.rows[table].append(values)
+        return values
+
+
+def _write_appends(
+    session: Session, appends: Sequence[_Append]
+) -> list[int | list[int] | TokenReplayed]:
+    with_token = [item for item in appends if item.token is not None]
+    fresh = dict(
+        zip(
+            map(id, with_token),
+            remember_tokens(session, [item.token for item in with_token]),  # type: ignore[misc]
+            strict=True,
+        )
+    )
+    head = _lock_head(session)
+    chain = _Chain(head)
+    results: list[int | list[int] | TokenReplayed] = []
+    for item in appends:
+        if not fresh.get(id(item), True):
+            results.append(TokenReplayed("jti already used"))
+        elif item.invocation is not None:
+            invocation = chain.link(Invocation, item.invocation)
+            for card in item.cards:
+                chain.link(
+                    Card,
+                    {
+                        "invocation_seq": invocation["seq"],
+                        "uuid": card.uuid,
+                        "service_id": invocation["service_id"],
+                        "summary": card.summary,
+                        "indicator": card.indicator,
+                        "card_json": card.card_json,
+                    },
+                )
+            results.append(invocation["seq"])
+        else:
+            results.append([chain.link(Feedback, entry)["seq"] for entry in item.feedback])
+    # Parents before children (card → invocation, feedback → card) for the foreign keys.
+    for table, rows in chain.rows.items():
+        if rows:
+            session.execute(insert(table), rows)
+    session.execute(
+        update(ChainHead).where(ChainHead.id == 1).values(last_seq=chain.seq, last_hash=chain.hash)
+    )
+    return results
+
+
+def _values(row: ChainedRow | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(row, Mapping):
+        return dict(row)
+    return {
+        name: value for name, value in row_values(row).items() if name not in ("seq", "prev_hash")
+    }
 
 
 class AuditLog:
     """The one door to the audit tables for writers."""
 
-    def __init__(self, sessions: sessionmaker) -> None:
+    def __init__(
+        self, sessions: sessionmaker, max_batch: int = 128, timeout_s: float = 10.0
+    ) -> None:
         self._sessions = sessions
+        self._writer: GroupCommitter[_Append, Any] = GroupCommitter(
+            "audit", sessions, _write_appends, max_batch=max_batch, timeout_s=timeout_s
+        )
 
-    def record_invocation(self, invocation: Invocation, cards: Sequence[CardRecord]) -> int:
-        """Append the invocation and its cards in one transaction; return the invocation seq."""
+    def record_invocation(
+        self,
+        invocation: Invocation | Mapping[str, Any],
+        cards: Sequence[CardRecord],
+        token: SeenToken | None = None,
+    ) -> int:
+        """Append the invocation and its cards atomically; return the invocation's seq.
+
+        With ``token``, its jti is recorded in the same transaction; if it was already
+        known, nothing is written and :class:`TokenReplayed` is raised.
+        """
+        item = _Append(invocation=_values(invocation), cards=cards, token=token)
+        seq = self._submit(item)
+        if isinstance(invocation, Invocation):
+            invocation.seq = seq
+        return seq
+
+    def record_feedback(
+        self, entries: Sequence[Feedback | Mapping[str, Any]], token: SeenToken | None = None
+    ) -> list[int]:
+        """Append feedback entries atomically (see :meth:`record_invocation` for ``token``)."""
+        return self._submit(
+            _Append(invocation=None, feedback=[_values(entry) for entry in entries], token=token)
+        )
+
+    def _submit(self, item: _Append) -> Any:
         try:
-            with self._sessions.begin() as session:
-                head = _lock_head(session)
-                _append(session, head, [invocation])
-                _append(
-                    session,
-                    head,
-                    [
-                        Card(
-                            invocation_seq=invocation.seq,
-                            uuid=card.uuid,
-                            service_id=invocation.service_id,
-                            summary=card.summary,
-                            indicator=card.indicator,
-                            card_json=card.card_json,
-                        )
-                        for card in cards
-                    ],
-                )
-                return invocation.seq
-        except SQLAlchemyError as exc:
-            raise AuditUnavailable(type(exc).__name__) from exc
+            result = self._writer.submit(item)
+        except WriteFailed as exc:
+            raise AuditUnavailable(str(exc)) from exc
+        if isinstance(result, TokenReplayed):
+            raise result
+        return result
 
     def card_service_ids(self, uuids: Sequence[str]) -> dict[str, tuple[str, frozenset[str]]]:
         """Map each known card uuid to (service id, its suggestion uuids)."""
@@ -96,16 +195,3 @@ class AuditLog:
             )
             for uuid, service_id, card_json in rows
         }
-
-    def record_feedback(self, entries: Sequence[Feedback]) -> list[int]:
-        try:
-            with self._sessions.begin() as session:
-                head = _lock_head(session)
-                _append(session, head, entries)
-                return [entry.seq for entry in entries]
-        except SQLAlchemyError as exc:
-            raise AuditUnavailable(type(exc).__name__) from exc
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -7,17 +7,34 @@ writing transaction, so concurrent writers queue instead of forking the chain.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from cds.db import Base
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 GENESIS_HASH = "0" * 64
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that stores every aware datetime converted to UTC.
+
+    SQLite keeps no offset: it would store ``12:15+02:00`` as ``12:15`` and hand it back
+    naive, read as UTC, so the row (and its hash) would change on the way through.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(UTC)
+        return value
 
 
 class ChainedRow:
@@ -36,7 +53,7 @@ class Invocation(ChainedRow, Base):
 
     __tablename__ = "audit_invocation"
 
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     service_id: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
     hook: Mapped[str | None] = mapped_column(String(128))
     hook_instance: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -85,14 +102,14 @@ class Feedback(ChainedRow, Base):
 
     __tablename__ = "audit_feedback"
 
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     card_uuid: Mapped[str] = mapped_column(
         String(36), ForeignKey("audit_card.uuid"), nullable=False, index=True
     )
     service_id: Mapped[str] = mapped_column(String(128), nullable=False)
     client_iss: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(String(16), nullable=False)
-    outcome_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    outcome_timestamp: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     accepted_suggestions: Mapped[list[str]] = mapped_column(JsonType, nullable=False)
     override_reason: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
 
@@ -119,9 +136,7 @@ class JwtReplay(Base):
 
     iss: Mapped[str] = mapped_column(String(512), primary_key=True)
     jti: Mapped[str] = mapped_column(String(256), primary_key=True)
-    expires_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, index=True
-    )
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False, index=True)
 
 
 CHAINED_TABLES: tuple[type[ChainedRow], ...] = (Invocation, Card, Feedback)

@@ -20,6 +20,7 @@ import jwt
 from jwt import PyJWK, PyJWKClient
 from jwt.exceptions import PyJWTError
 
+from cds.audit.jti import SeenToken
 from cds.security.trusted_issuers import TrustedIssuer
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class ClientIdentity:
     sub: str | None
     tenant: str | None
     jti: str
+    #: What the replay store must remember for this token (until it expires).
+    token: SeenToken
 
 
 #: Records a (iss, jti) pair until ``expires_at``; returns False if it was already there.
@@ -66,7 +69,15 @@ class JwtVerifier:
         self._clients: dict[str, PyJWKClient] = {}
         self._clients_lock = threading.Lock()
 
-    def verify(self, authorization: str | None, audience: str) -> ClientIdentity:
+    def verify(
+        self, authorization: str | None, audience: str, remember: bool = True
+    ) -> ClientIdentity:
+        """Verify the bearer token for ``audience`` (the URL of the endpoint called).
+
+        With ``remember=False`` the jti is not recorded here: the caller must record
+        ``identity.token`` in the same transaction as its own writes and refuse the call
+        as a replay if it was already known (the audit log does this for service calls).
+        """
         token = _bearer(authorization)
         try:
             header = jwt.get_unverified_header(token)
@@ -119,10 +130,14 @@ class JwtVerifier:
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti or len(jti) > 256:
             raise AuthError("malformed_token")
-        if not self._remember_jti(issuer.iss, jti, int(exp)):
+        if remember and not self._remember_jti(issuer.iss, jti, int(exp)):
             raise AuthError("replayed")
         return ClientIdentity(
-            iss=issuer.iss, sub=claims.get("sub"), tenant=claims.get("tenant"), jti=jti
+            iss=issuer.iss,
+            sub=claims.get("sub"),
+            tenant=claims.get("tenant"),
+            jti=jti,
+            token=SeenToken.of(issuer.iss, jti, int(exp), self._leeway),
         )
 
     def _signing_key(self, issuer: TrustedIssuer, header: dict) -> PyJWK:
