@@ -26,7 +26,11 @@ def make_engine(url: str, connect_timeout_s: int = 3) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _configure_sqlite(engine)
         return engine
-    connect_args = {"connect_timeout": connect_timeout_s} if backend == "postgresql" else {}
+    connect_args: dict[str, object] = {}
+    if backend == "postgresql":
+        # A writer never waits on the audit chain-head lock for longer than this: the
+        # request gets 503 rather than hanging behind a stuck transaction.
+        connect_args = {"connect_timeout": connect_timeout_s, "options": "-c lock_timeout=5000"}
     return create_engine(
         url,
         pool_pre_ping=True,
