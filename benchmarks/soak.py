@@ -362,6 +362,9 @@ def machine() -> dict[str, str]:
         "cpu": cpu,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
+        "load": " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        if Path("/proc/loadavg").exists()
+        else "unknown",
     }
 
 
@@ -372,7 +375,8 @@ def _markdown(report: SoakReport, command: str, label: str, setup: str) -> str:
         f"### {host['date']}: {label}",
         "",
         f"* command: `{command}`",
-        f"* machine: nproc {host['nproc']}, CPU {host['cpu']}, Python {host['python']}",
+        f"* machine: nproc {host['nproc']}, CPU {host['cpu']}, Python {host['python']}, "
+        f"load average at the end {host['load']}",
         f"* setup: {setup}",
         f"* offered {report.rate:g} req/s for {report.duration_s:g} s; achieved "
         f"{report.achieved_rate:g} req/s, {report.requests} requests, "
