@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--p99-drift", type=float, default=0.20)
     parser.add_argument("--p99-slack-ms", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=10.0, help="client timeout, s")
-    parser.add_argument("--workers", type=int, default=2, help="WEB_CONCURRENCY")
+    parser.add_argument("--workers", type=int, default=3, help="WEB_CONCURRENCY")
     parser.add_argument("--label", default="", help="names the run in BENCHMARKS.md")
     parser.add_argument("--benchmarks", type=Path, help="append the results to this file")
     parser.add_argument("--json", type=Path, help="write the full report as JSON")
@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     command = os.environ.get("SOAK_COMMAND") or shlex.join(
         ["python", "-m", "benchmarks.soak", *(argv if argv is not None else sys.argv[1:])]
     )
-    threads = os.environ.get("GUNICORN_THREADS", "4")
+    threads = os.environ.get("GUNICORN_THREADS", "16")
     setup = (
         f"own PostgreSQL cluster, gunicorn {args.workers} workers x {threads} threads "
         "(gunicorn.conf.py), patient-summary on 8 Synthea patients, client on the same machine"

@@ -1,12 +1,13 @@
 """Group commit: many requests' writes share one database transaction.
 
-Each gunicorn worker serves requests on several threads. Instead of one transaction per
-request (and, for the audit chain, one wait on the chain-head lock per request), request
-threads hand their rows to one writer thread per process and block until the
-transaction holding them has committed. The writer drains whatever is queued (up to
-``max_batch``) into a single transaction. A request therefore still gets its answer only
-after its own rows are durable; under load the commits, lock waits and round trips are
-shared.
+Each gunicorn worker serves requests on several threads. A thread that has rows to write
+queues them; if no thread is writing at that moment it becomes the *leader* and commits
+everything queued (up to ``max_batch``) in one transaction, its own rows included, then
+hands leadership on. Threads that queued while a leader was busy wait: their rows go into
+the leader's next transaction, or one of them leads next. With no contention a request
+simply commits its own rows on its own thread (no hand-off to another thread); under load
+the commits, the chain-head lock and the round trips are shared. A request still gets its
+answer only after its own rows are durable.
 
 If a batch fails, its items are retried one by one so that a single bad item cannot fail
 its neighbours; an item that still fails raises in the request thread that submitted it.
@@ -15,13 +16,11 @@ its neighbours; an item that still fails raises in the request thread that submi
 from __future__ import annotations
 
 import logging
-import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Generic, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -56,51 +55,59 @@ class GroupCommitter(Generic[Item, Result]):
         self._write_batch = write_batch
         self._max_batch = max_batch
         self._timeout = timeout_s
-        self._queue: queue.SimpleQueue[tuple[Item, Future[Result]]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._owner_pid: int | None = None
+        self._pending: deque[tuple[Item, Future[Result]]] = deque()
+        self._cond = threading.Condition()
+        self._leading = False
 
     def submit(self, item: Item) -> Result:
-        """Queue ``item`` and wait until it is committed; raise :class:`WriteFailed` if not."""
-        self._ensure_writer()
+        """Write ``item`` and return its result once committed; :class:`WriteFailed` if not."""
         future: Future[Result] = Future()
-        self._queue.put((item, future))
-        metrics.AUDIT_QUEUE_DEPTH.labels(self._name).inc()
+        deadline = time.monotonic() + self._timeout
+        with self._cond:
+            self._pending.append((item, future))
+            metrics.AUDIT_QUEUE_DEPTH.labels(self._name).inc()
+            while self._leading and not future.done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return self._give_up(item, future)
+                self._cond.wait(remaining)
+            if future.done():
+                return future.result()
+            self._leading = True
         try:
-            return future.result(timeout=self._timeout)
-        except FutureTimeout:
-            # Still queued: withdraw it, so that it is never written after the caller was
-            # told it failed (a 503'd request must leave no rows behind).
-            if future.cancel():
-                raise WriteFailed(f"{self._name}: no commit within {self._timeout} s") from None
-        # Already inside a transaction: only its outcome may be reported, so wait for it.
+            self._lead_until_done(future)
+        finally:
+            with self._cond:
+                self._leading = False
+                self._cond.notify_all()
         return future.result()
 
-    def _ensure_writer(self) -> None:
-        # Started lazily and per process: a thread does not survive fork().
-        if self._owner_pid == os.getpid():
-            return
-        with self._lock:
-            if self._owner_pid != os.getpid():
-                self._queue = queue.SimpleQueue()
-                thread = threading.Thread(
-                    target=self._run, name=f"group-commit-{self._name}", daemon=True
-                )
-                thread.start()
-                self._owner_pid = os.getpid()
+    def _give_up(self, item: Item, future: Future[Result]) -> Result:
+        """Past the deadline (caller holds the condition's lock)."""
+        if (item, future) in self._pending:
+            # Still queued: withdraw it, so that it is never written after the caller was
+            # told it failed (a 503'd request must leave no rows behind).
+            self._pending.remove((item, future))
+            metrics.AUDIT_QUEUE_DEPTH.labels(self._name).dec()
+            raise WriteFailed(f"{self._name}: no commit within {self._timeout} s")
+        # Already inside a transaction: only its outcome may be reported, so wait for it.
+        while not future.done():
+            self._cond.wait()
+        return future.result()
 
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < self._max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+    def _lead_until_done(self, own: Future[Result]) -> None:
+        """Commit queued batches until this thread's own item has its outcome."""
+        while not own.done():
+            with self._cond:
+                batch = [
+                    self._pending.popleft() for _ in range(min(self._max_batch, len(self._pending)))
+                ]
             metrics.AUDIT_QUEUE_DEPTH.labels(self._name).dec(len(batch))
-            live = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
-            if live:
-                self._commit(live)
+            for _, future in batch:
+                future.set_running_or_notify_cancel()
+            self._commit(batch)
+            with self._cond:
+                self._cond.notify_all()
 
     def _commit(self, batch: list[tuple[Item, Future[Result]]]) -> None:
         started = time.perf_counter()

@@ -37,13 +37,15 @@ def remember_tokens(session: Session, tokens: Sequence[SeenToken]) -> list[bool]
         return []
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     first_uses = list({(t.iss, t.jti): t for t in reversed(tokens)}.values())
+    # One cached statement, executed for many parameter sets ("insertmanyvalues": a single
+    # round trip); rows come back only for jtis that were new.
     statement = (
-        insert(JwtReplay)
-        .values([{"iss": t.iss, "jti": t.jti, "expires_at": t.expires_at} for t in first_uses])
+        insert(JwtReplay.__table__)
         .on_conflict_do_nothing(index_elements=["iss", "jti"])
-        .returning(JwtReplay.iss, JwtReplay.jti)
+        .returning(JwtReplay.__table__.c.iss, JwtReplay.__table__.c.jti)
     )
-    new = {tuple(row) for row in session.execute(statement)}
+    rows = [{"iss": t.iss, "jti": t.jti, "expires_at": t.expires_at} for t in first_uses]
+    new = {tuple(row) for row in session.connection().execute(statement, rows)}
     results = []
     for token in tokens:
         key = (token.iss, token.jti)

@@ -57,9 +57,15 @@ class _Append:
 
 def _lock_head(session: Session) -> tuple[int, str]:
     """Lock the chain head row (``SELECT … FOR UPDATE``; SQLite holds its write lock already)."""
-    head = session.execute(
-        select(ChainHead.last_seq, ChainHead.last_hash).where(ChainHead.id == 1).with_for_update()
-    ).one_or_none()
+    head = (
+        session.connection()
+        .execute(
+            select(ChainHead.last_seq, ChainHead.last_hash)
+            .where(ChainHead.id == 1)
+            .with_for_update()
+        )
+        .one_or_none()
+    )
     if head is None:
         raise SQLAlchemyError("audit_chain_head row missing: run `cds db upgrade`")
     return head.last_seq, head.last_hash
@@ -119,8 +125,9 @@ def _write_appends(
     # Parents before children (card → invocation, feedback → card) for the foreign keys.
     for table, rows in chain.rows.items():
         if rows:
-            session.execute(insert(table), rows)
-    session.execute(
+            # Core executemany (one round trip), not the heavier ORM bulk path.
+            session.connection().execute(insert(table.__table__), rows)  # type: ignore[attr-defined]
+    session.connection().execute(
         update(ChainHead).where(ChainHead.id == 1).values(last_seq=chain.seq, last_hash=chain.hash)
     )
     return results

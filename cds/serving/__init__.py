@@ -1,0 +1,1 @@
+"""Serving infrastructure (gunicorn worker class)."""
