@@ -294,7 +294,9 @@ def report(results: dict[str, Any], command: str) -> str:
         "TCP_NODELAY on its listening socket (inherited by accepted sockets), and the p50 above "
         "shows no such stall.",
         "",
-        f"Cross-check with the service's own `/metrics`: {r['metrics_check']}.",
+        f"Cross-check with the service's own `/metrics`: {r['metrics_check']} (the server "
+        "also answers the requests still in flight when each wrk run stops, at most its "
+        "connection count).",
         f"After the run: `cds audit verify` → {r['verify_hooks']}.",
         "",
         "Audit log alone (PostgreSQL, `AuditLog.record_invocation`, invocation rows):",
