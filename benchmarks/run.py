@@ -18,8 +18,6 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,8 +44,8 @@ from cds.db import make_engine, make_sessionmaker  # noqa: E402
 from cds.demo import patient_view_request  # noqa: E402
 from cds.migrate import upgrade  # noqa: E402
 from cds.services import BUILT_IN_SERVICES  # noqa: E402
+from tests.support.live_server import GunicornServer, write_trusted_issuers  # noqa: E402
 
-BIN = Path(sys.executable).parent
 ISSUER = "https://bench-ehr.wardround.example"
 KID = "bench-es384"
 SHARED = Path(os.environ.get("WARDROUND_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -55,12 +53,6 @@ MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 # ----------------------------------------------------------------------------- helpers
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def machine() -> str:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -74,42 +66,9 @@ def machine() -> str:
     )
 
 
-class Server:
-    """A gunicorn process with our settings file; stopped on exit."""
-
-    def __init__(self, app: str, port: int, env: dict[str, str]) -> None:
-        self.port = port
-        self.proc = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", str(REPO / "gunicorn.conf.py"), app],
-            cwd=REPO,
-            env={**os.environ, **env, "PORT": str(port)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    time.sleep(1.0)  # let every worker finish importing
-                    return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{app} did not start on port {port}")
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+def server_metrics(server: GunicornServer) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
+        return r.read().decode()
 
 
 def _sign(args: tuple[bytes, str, int]) -> list[str]:
@@ -345,8 +304,7 @@ def main() -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     jwk = json.loads(ECAlgorithm.to_jwk(key.public_key())) | {"kid": KID, "alg": "ES384"}
-    issuers = work / "trusted-issuers.json"
-    issuers.write_text(json.dumps({"issuers": [{"iss": ISSUER, "jwks": {"keys": [jwk]}}]}))
+    issuers = write_trusted_issuers(work, ISSUER, {"keys": [jwk]})
 
     example = json.loads((REPO / "examples" / "patient-view-request.json").read_text())
     summary_path = "/cds-services/patient-summary"
@@ -368,22 +326,19 @@ def main() -> None:
     results["gunicorn"] = f"gthread, {workers} workers x {threads} threads"
 
     db = Database(args.pg)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     print(f"signing tokens … (work dir {work})", flush=True)
     budget = {2: 1500 * args.seconds, 128: 4000 * args.seconds, 8: 2500 * args.seconds}
     try:
-        server = Server(
-            "wsgi:app",
-            port,
-            {
-                "DATABASE_URL": db.url,
-                "WARDROUND_PUBLIC_BASE_URL": base,
-                "WARDROUND_TRUSTED_ISSUERS": str(issuers),
-                "WARDROUND_LOG_LEVEL": "WARNING",
-            },
+        server = GunicornServer(
+            db.url,
+            issuers,
+            work / "server",
+            int(workers),
+            threads=int(threads),
+            log_level="WARNING",
         )
-        try:
+        port, base = server.port, server.base_url
+        with server:
             for name, conns, body in (("warmup", 8, one_body), ("c2", 2, one_body),
                                       ("c128", 128, one_body), ("mixed", 8, mixed_body)):  # fmt: skip
                 count = 3000 if name == "warmup" else budget[conns]
@@ -399,9 +354,7 @@ def main() -> None:
                     f"p99 {stats['p99_us'] / 1000:.2f} ms, errors {stats['errors']}",
                     flush=True,
                 )
-            metrics = server.metrics()
-        finally:
-            server.stop()
+            metrics = server_metrics(server)
         answered = metric_sum(metrics, "wardround_http_request_duration_seconds_count",
                               endpoint="invoke", status="200")  # fmt: skip
         sent_ok = sum(r["requests"] - r["errors_status"] for k, r in results.items()
@@ -412,15 +365,21 @@ def main() -> None:
         )
         results["verify_hooks"] = verify(db.url)
 
-        ref_port = free_port()
-        ref = Server("benchmarks.reference_app:app", ref_port, {"WARDROUND_LOG_LEVEL": "WARNING"})
-        try:
+        ref = GunicornServer(
+            None,  # the reference needs no database and no issuers
+            None,
+            work / "reference",
+            int(workers),
+            threads=int(threads),
+            log_level="WARNING",
+            app="benchmarks.reference_app:app",
+        )
+        ref_port = ref.port
+        with ref:
             ref_tokens = write_lines(work / "ref-tokens.tsv", [(summary_path, "unused")] * 10)
             wrk(ref_port, 8, 3, one_body, ref_tokens, work)  # warm-up
             results["ref_c2"] = wrk(ref_port, 2, args.seconds, one_body, ref_tokens, work)
             results["ref_c128"] = wrk(ref_port, 128, args.seconds, one_body, ref_tokens, work)
-        finally:
-            ref.stop()
         for name in ("ref_c2", "ref_c128"):
             stats = results[name]
             print(f"{name}: {stats['rps']:.0f} req/s, p50 {stats['p50_us'] / 1000:.2f} ms")

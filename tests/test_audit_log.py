@@ -11,7 +11,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -44,7 +43,6 @@ from cds.services.patient_summary import VERSION
 from tests.conftest import (
     ISSUER,
     PG_ADMIN_URL,
-    REPO,
     HookClient,
     Mint,
     SigningKey,
@@ -52,11 +50,11 @@ from tests.conftest import (
     reset_database,
     sign,
 )
+from tests.support.live_server import GunicornServer
 
 SERVICE = "patient-summary"
 BIN = Path(sys.executable).parent
 CDS_CLI = BIN / "cds"
-GUNICORN = BIN / "gunicorn"
 OVERRIDE = {
     "reason": {
         "system": "http://example.org/override",
@@ -521,68 +519,8 @@ def test_writes_held_up_past_their_timeout_report_what_really_happened(
     assert verify(postgres_url).ok
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def bearer(key: SigningKey, url: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {sign(key, claims_for(url))}"}
-
-
-@contextmanager
-def gunicorn(database_url: str, issuers: Path, key: SigningKey, tmp_path: Path) -> Iterator[str]:
-    """The real server (gunicorn.conf.py, 3 workers) on a free port; yields its base URL."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = cli_env(database_url, tmp_path / "instance") | {
-        "PORT": str(port),
-        "WARDROUND_PUBLIC_BASE_URL": base,
-        "WARDROUND_TRUSTED_ISSUERS": str(issuers),
-        "WEB_CONCURRENCY": "3",
-    }
-    log_path = tmp_path / "gunicorn.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [str(GUNICORN), "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_until_serving(server, base, key, log_path)
-            yield base
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-
-
-def wait_until_serving(
-    server: subprocess.Popen[bytes], base: str, key: SigningKey, log_path: Path
-) -> None:
-    """Poll discovery until a worker answers (bounded to 20 s)."""
-    url = f"{base}/cds-services"
-    deadline = time.monotonic() + 20
-    while (left := deadline - time.monotonic()) > 0:
-        if server.poll() is not None:
-            pytest.fail(f"gunicorn exited {server.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            # The master listens before its workers have booted: the answer may take a while.
-            response = requests.get(url, headers=bearer(key, url), timeout=(1, left))
-        except requests.ConnectionError:
-            time.sleep(0.1)  # nothing listening yet: the poll interval
-            continue
-        except requests.Timeout:
-            break
-        assert response.status_code == 200, response.text
-        return
-    pytest.fail(f"gunicorn did not serve within 20 s:\n{log_path.read_text()[-4000:]}")
 
 
 def test_gunicorn_workers_audit_every_card_they_return(
@@ -609,11 +547,10 @@ def test_gunicorn_workers_audit_every_card_they_return(
                 )
         return results
 
-    with (
-        gunicorn(database_url, trusted_issuers_file, es384_key, tmp_path) as base,
-        ThreadPoolExecutor(threads) as pool,
-    ):
-        futures = [pool.submit(call_repeatedly, base) for _ in range(threads)]
+    # gunicorn.conf.py with 3 workers, none of the test runner's WARDROUND_* settings
+    server = GunicornServer(database_url, trusted_issuers_file, tmp_path, workers=3, clean_env=True)
+    with server, ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(call_repeatedly, server.base_url) for _ in range(threads)]
         results = [result for future in futures for result in future.result()]
 
     assert [status for status, _, _ in results] == [200] * threads * each

@@ -2,7 +2,7 @@
 
 * :func:`live_server` migrates a SQLite audit database in a temporary folder, writes a
   trusted-issuers file for a fresh ES384 key, and starts ``gunicorn -c gunicorn.conf.py
-  wsgi:app`` on a free 127.0.0.1 port (stopped on exit);
+  wsgi:app`` on a free 127.0.0.1 port (``tests/support/live_server.py``, stopped on exit);
 * :func:`load_schema` reads the server's own ``GET /openapi.json`` and registers an auth
   provider that mints a fresh token for every generated case (``aud`` = the exact URL of
   the endpoint, a new ``jti`` each time), and the realism hooks below;
@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -55,7 +53,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.live_server import REPO, GunicornServer, write_trusted_issuers
+
 BIN = Path(sys.executable).parent
 ISSUER = "https://ehr.fuzz.test"
 KID = "fuzz-es384"
@@ -75,12 +74,14 @@ REAL_CARD_SHARE = 0.4
 # --------------------------------------------------------------------------- the server
 @dataclass
 class LiveServer:
-    base_url: str
+    server: GunicornServer
     private_pem: bytes
-    log_path: Path
-    process: subprocess.Popen[bytes]
     #: uuids of cards the server returned while seeding (for realistic feedback).
     cards: list[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
 
     def mint(self, path: str) -> str:
         """A fresh ES384 token for ``path`` (aud = the exact endpoint URL, a new jti)."""
@@ -97,92 +98,46 @@ class LiveServer:
             claims, self.private_pem, algorithm="ES384", headers={"kid": KID, "typ": "JWT"}
         )
 
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
     def error_lines(self) -> list[str]:
         """Log lines of unhandled errors (each is a 500 the fuzzer should also have seen)."""
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        log = self.server.logfile
+        text = log.read_text(errors="replace") if log.exists() else ""
         return [line for line in text.splitlines() if '"level": "ERROR"' in line]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _write_issuer(folder: Path) -> bytes:
+def _write_issuer(folder: Path) -> tuple[bytes, Path]:
+    """A fresh ES384 key: its private PEM, and the trusted-issuers file naming its public half."""
     key = ec.generate_private_key(ec.SECP384R1())
     jwk = json.loads(ECAlgorithm.to_jwk(key.public_key())) | {"kid": KID, "alg": "ES384"}
-    (folder / "ehr-jwks.json").write_text(json.dumps({"keys": [jwk]}))
-    issuers = {"issuers": [{"iss": ISSUER, "jwks_file": "ehr-jwks.json"}]}
-    (folder / "trusted-issuers.json").write_text(json.dumps(issuers))
-    return key.private_bytes(
+    issuers = write_trusted_issuers(folder, ISSUER, {"keys": [jwk]})
+    private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    return private_pem, issuers
 
 
 @contextlib.contextmanager
 def live_server(workdir: Path, workers: int = 1, threads: int = 4) -> Iterator[LiveServer]:
     """gunicorn serving wsgi:app with a migrated SQLite audit log under ``workdir``."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    private_pem = _write_issuer(workdir)
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("WARDROUND_", "PROMETHEUS_")) and key != "DATABASE_URL"
-    }
-    env.update(
-        PORT=str(port),
-        WEB_CONCURRENCY=str(workers),
-        GUNICORN_THREADS=str(threads),
-        DATABASE_URL=f"sqlite:///{workdir / 'audit.db'}",
-        WARDROUND_PUBLIC_BASE_URL=base_url,
-        WARDROUND_TRUSTED_ISSUERS=str(workdir / "trusted-issuers.json"),
-        WARDROUND_INSTANCE_PATH=str(workdir / "instance"),
-        WARDROUND_LOG_LEVEL="WARNING",
+    private_pem, issuers = _write_issuer(workdir)
+    server = GunicornServer(
+        f"sqlite:///{workdir / 'audit.db'}",
+        issuers,
+        workdir,
+        workers=workers,
+        threads=threads,
+        log_level="WARNING",
+        clean_env=True,
     )
     subprocess.run(
-        [str(BIN / "cds"), "db", "upgrade"], cwd=REPO, env=env, check=True, capture_output=True
+        [str(BIN / "cds"), "db", "upgrade"],
+        cwd=REPO,
+        env=server.env,
+        check=True,
+        capture_output=True,
     )
-    log_path = workdir / "gunicorn.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = LiveServer(base_url, private_pem, log_path, process)
-    try:
-        _wait_ready(server)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_ready(server: LiveServer, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"gunicorn exited ({server.process.returncode}):\n{server.log_tail()}"
-            )
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(server.base_url + "/openapi.json", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"gunicorn did not answer within {timeout_s} s:\n{server.log_tail()}")
+    with server:
+        yield LiveServer(server, private_pem)
 
 
 # --------------------------------------------------------------------------- the schema

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # fuzz_harness imports tests.*
 from fuzz_harness import Totals, fuzz, live_server, load_schema, plan
 
 

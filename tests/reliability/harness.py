@@ -3,7 +3,8 @@
 * :class:`PgCluster` — a private PostgreSQL cluster (``initdb`` + ``pg_ctl``) in a temporary
   folder, on its own 127.0.0.1 port, never the machine's shared server;
 * :class:`GunicornServer` — the service exactly as deployed: ``gunicorn -c gunicorn.conf.py
-  wsgi:app`` in its own process group;
+  wsgi:app`` in its own process group (from ``tests/support/live_server.py``, with
+  :func:`free_port`, :func:`children`, :func:`rss_kib` and :func:`write_trusted_issuers`);
 * :class:`HookLoad` — client threads posting real patient-view requests, each with a fresh
   token and a unique ``hookInstance``, recording every outcome;
 * :func:`audit_rows` and :func:`cds_audit_verify` — what the audit tables hold, and the
@@ -21,7 +22,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,19 +37,15 @@ from typing import Any
 import psycopg
 import requests
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.live_server import REPO, HarnessUnavailable, free_port
+
+# Re-exported: the reliability tests and benchmarks/soak.py take them from here.
+from tests.support.live_server import GunicornServer as GunicornServer
+from tests.support.live_server import children as children
+from tests.support.live_server import rss_kib as rss_kib
+from tests.support.live_server import write_trusted_issuers as write_trusted_issuers
+
 PG_OS_USER = "postgres"
-
-
-class HarnessUnavailable(RuntimeError):
-    """A binary or OS account the harness needs is not on this machine."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -217,167 +213,6 @@ class PgCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.destroy()
-
-
-# --------------------------------------------------------------------------- gunicorn
-def gunicorn_binary() -> str:
-    beside_python = Path(sys.executable).parent / "gunicorn"
-    for candidate in (beside_python, REPO / ".venv" / "bin" / "gunicorn"):
-        if candidate.is_file():
-            return str(candidate)
-    found = shutil.which("gunicorn")
-    if found:
-        return found
-    raise HarnessUnavailable("gunicorn not found beside the Python interpreter or in .venv")
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc/<pid>/task/*/children)."""
-    kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            kids += [int(p) for p in (task / "children").read_text().split()]
-    return sorted(set(kids))
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of one process in KiB (0 when it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it if the process that started it dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def write_trusted_issuers(folder: Path, issuer: str, jwks: dict[str, Any]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ehr-jwks.json").write_text(json.dumps(jwks))
-    path = folder / "trusted-issuers.json"
-    path.write_text(json.dumps({"issuers": [{"iss": issuer, "jwks_file": "ehr-jwks.json"}]}))
-    return path
-
-
-class GunicornServer:
-    """``gunicorn -c gunicorn.conf.py wsgi:app``, configured only through the environment."""
-
-    def __init__(
-        self,
-        database_url: str,
-        trusted_issuers: Path,
-        workdir: Path,
-        workers: int = 2,
-        extra_env: dict[str, str] | None = None,
-    ) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.workdir = workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.logfile = workdir / "gunicorn.log"
-        self.workers = workers
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GUNICORN_CMD_ARGS")}
-        env.update(
-            PORT=str(self.port),
-            DATABASE_URL=database_url,
-            WARDROUND_PUBLIC_BASE_URL=self.base_url,
-            WARDROUND_TRUSTED_ISSUERS=str(trusted_issuers),
-            WARDROUND_INSTANCE_PATH=str(workdir / "instance"),
-            WEB_CONCURRENCY=str(workers),
-            PYTHONUNBUFFERED="1",
-        )
-        env.update(extra_env or {})
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def master_pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = 60) -> GunicornServer:
-        with self.logfile.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [gunicorn_binary(), "-c", "gunicorn.conf.py", "wsgi:app"],
-                cwd=REPO,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: teardown can kill it whole
-                preexec_fn=_die_with_parent,
-            )
-        try:
-            self.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def answers(self) -> bool:
-        """True when an HTTP answer comes back (a 401 without a token is an answer)."""
-        try:
-            requests.get(f"{self.base_url}/cds-services", timeout=2)
-        except requests.RequestException:
-            return False
-        return True
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited {self.proc.returncode}:\n{self.log_tail()}")
-            if len(self.worker_pids()) >= self.workers and self.answers():
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"gunicorn did not answer within {timeout} s:\n{self.log_tail()}")
-
-    def worker_pids(self) -> list[int]:
-        return children(self.master_pid) if self.proc and self.proc.poll() is None else []
-
-    def rss_kib(self) -> dict[int, int]:
-        """VmRSS of the master and of each worker, by pid."""
-        return {pid: rss_kib(pid) for pid in [self.master_pid, *self.worker_pids()]}
-
-    def stop(self, timeout: float = 15) -> int | None:
-        """SIGTERM the master; SIGKILL the whole process group after ``timeout`` seconds."""
-        if self.proc is None:
-            return None
-        pgid = self.proc.pid
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, signal.SIGKILL)
-                self.proc.wait(10)
-        # Workers that outlived their master (they should not) go too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-        return self.proc.returncode
-
-    def log_tail(self, chars: int = 6000) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def __enter__(self) -> GunicornServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------- load
