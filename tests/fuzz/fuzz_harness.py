@@ -179,13 +179,13 @@ JSON_VALUES = st.recursive(
 )
 
 
-def _slots(value: Any, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+def json_slots(value: Any, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     """Every (container, key) pair inside a JSON value, depth first."""
     items = value.items() if isinstance(value, dict) else enumerate(value)
     for key, item in items:
         out.append((value, key))
         if isinstance(item, dict | list) and item:
-            _slots(item, out)
+            json_slots(item, out)
     return out
 
 
@@ -195,7 +195,7 @@ def mutated_example(draw: st.DrawFn, example: dict[str, Any], generated: Any) ->
     body["hookInstance"] = str(draw(st.uuids()))
     if draw(st.integers(0, 9)) == 0:
         return body  # the example as it is: a 200 with a card
-    container, key = draw(st.sampled_from(_slots(body, [])))
+    container, key = draw(st.sampled_from(json_slots(body, [])))
     action = draw(st.sampled_from(["replace", "replace", "generated", "remove"]))
     if action == "remove":
         del container[key]

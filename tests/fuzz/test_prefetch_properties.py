@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from conftest import synthea_bundles
+from fuzz_harness import json_slots
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -129,15 +130,6 @@ def wrong_type(value: Any) -> st.SearchStrategy[Any]:
     return scalars.filter(lambda v: v is not None)
 
 
-def _slots(value: Any, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-    items = value.items() if isinstance(value, dict) else enumerate(value)
-    for key, item in items:
-        out.append((value, key))
-        if isinstance(item, dict | list) and item:
-            _slots(item, out)
-    return out
-
-
 KINDS = ("wrong-type", "remove-required", "unknown-code", "huge", "unicode", "nesting", "unknown")
 
 
@@ -146,7 +138,7 @@ def mutate(draw: st.DrawFn, resource: dict[str, Any]) -> tuple[dict[str, Any], s
     """``resource`` with one hostile change, and which kind it was."""
     resource = copy.deepcopy(resource)
     kind = draw(st.sampled_from(KINDS))
-    slots = _slots(resource, [])
+    slots = json_slots(resource, [])
     codes = [(c, k) for c, k in slots if k in CODE_KEYS and isinstance(c[k], str)]
     if kind == "remove-required":
         required = [k for k in REQUIRED.get(resource.get("resourceType"), ()) if k in resource]
