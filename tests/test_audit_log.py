@@ -852,3 +852,26 @@ def test_feedback_for_an_unknown_card_is_404_and_stores_nothing(
     assert rows_of(database_url, Feedback) == []
     assert chain_head(database_url) == head_before
     assert verify(database_url).rows == 2
+
+
+# =========================================================================== jti memory
+def test_service_calls_forget_expired_jtis(database_url: str) -> None:
+    """Audited writes (not only discovery) purge jtis whose tokens have expired."""
+    from datetime import timedelta
+
+    from cds.audit.jti import SeenToken
+    from cds.audit.tables import JwtReplay
+
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        long_gone = SeenToken("https://ehr.test", "expired-jti", utc_now() - timedelta(hours=1))
+        audit = AuditLog(sessions, purge_every=1)
+        audit.record_invocation(synthetic_invocation("old"), [], token=long_gone)
+        live = SeenToken("https://ehr.test", str(uuid.uuid4()), utc_now() + timedelta(minutes=5))
+        audit.record_invocation(synthetic_invocation("new"), [], token=live)
+        with sessions() as session:
+            remembered = set(session.scalars(select(JwtReplay.jti)))
+        assert remembered == {live.jti}
+    finally:
+        engine.dispose()

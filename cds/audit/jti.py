@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,3 +57,22 @@ def remember_tokens(session: Session, tokens: Sequence[SeenToken]) -> list[bool]
 
 def purge_expired(session: Session) -> None:
     session.execute(delete(JwtReplay).where(JwtReplay.expires_at < datetime.now(UTC)))
+
+
+class TokenMemory:
+    """:func:`remember_tokens`, plus forgetting expired tokens every ``purge_every`` batches.
+
+    Every writer that records jtis (the audit log for service calls and feedback, the
+    standalone replay store for discovery) goes through one of these, so the table stays
+    bounded whichever endpoint the traffic hits.
+    """
+
+    def __init__(self, purge_every: int = 500) -> None:
+        self._purge_every = purge_every
+        self._batches = itertools.count(1)
+
+    def remember(self, session: Session, tokens: Sequence[SeenToken]) -> list[bool]:
+        results = remember_tokens(session, tokens)
+        if tokens and next(self._batches) % self._purge_every == 0:
+            purge_expired(session)
+        return results

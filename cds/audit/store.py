@@ -18,10 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cds.audit.chain import content_hash, row_values
 from cds.audit.group_commit import GroupCommitter, WriteFailed
-from cds.audit.jti import SeenToken, remember_tokens
+from cds.audit.jti import SeenToken, TokenMemory
 from cds.audit.tables import Card, ChainedRow, ChainHead, Feedback, Invocation
-
-PURGE_EVERY = 500
 
 
 class AuditUnavailable(RuntimeError):
@@ -89,13 +87,13 @@ class _Chain:
 
 
 def _write_appends(
-    session: Session, appends: Sequence[_Append]
+    session: Session, appends: Sequence[_Append], tokens: TokenMemory
 ) -> list[int | list[int] | TokenReplayed]:
     with_token = [item for item in appends if item.token is not None]
     fresh = dict(
         zip(
             map(id, with_token),
-            remember_tokens(session, [item.token for item in with_token]),  # type: ignore[misc]
+            tokens.remember(session, [item.token for item in with_token]),  # type: ignore[misc]
             strict=True,
         )
     )
@@ -145,11 +143,20 @@ class AuditLog:
     """The one door to the audit tables for writers."""
 
     def __init__(
-        self, sessions: sessionmaker, max_batch: int = 128, timeout_s: float = 10.0
+        self,
+        sessions: sessionmaker,
+        max_batch: int = 128,
+        timeout_s: float = 10.0,
+        purge_every: int = 500,
     ) -> None:
         self._sessions = sessions
+        tokens = TokenMemory(purge_every)
         self._writer: GroupCommitter[_Append, Any] = GroupCommitter(
-            "audit", sessions, _write_appends, max_batch=max_batch, timeout_s=timeout_s
+            "audit",
+            sessions,
+            lambda session, items: _write_appends(session, items, tokens),
+            max_batch=max_batch,
+            timeout_s=timeout_s,
         )
 
     def record_invocation(

@@ -6,16 +6,11 @@ audit rows (see :mod:`cds.audit.store`), so they need no separate round trip.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
-
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from cds.audit.group_commit import GroupCommitter, WriteFailed
-from cds.audit.jti import SeenToken, purge_expired, remember_tokens
+from cds.audit.jti import SeenToken, TokenMemory
 from cds.audit.store import AuditUnavailable
-
-PURGE_EVERY = 500
 
 
 class DatabaseReplayStore:
@@ -23,9 +18,9 @@ class DatabaseReplayStore:
 
     def __init__(self, sessions: sessionmaker, leeway_s: int) -> None:
         self._leeway_s = leeway_s
-        self._batches = itertools.count(1)
+        self._tokens = TokenMemory()
         self._writer: GroupCommitter[SeenToken, bool] = GroupCommitter(
-            "jti", sessions, self._write_batch
+            "jti", sessions, self._tokens.remember
         )
 
     def __call__(self, iss: str, jti: str, exp: int) -> bool:
@@ -34,9 +29,3 @@ class DatabaseReplayStore:
             return self._writer.submit(SeenToken.of(iss, jti, exp, self._leeway_s))
         except WriteFailed as exc:
             raise AuditUnavailable(str(exc)) from exc
-
-    def _write_batch(self, session: Session, tokens: Sequence[SeenToken]) -> list[bool]:
-        results = remember_tokens(session, tokens)
-        if next(self._batches) % PURGE_EVERY == 0:
-            purge_expired(session)
-        return results
