@@ -7,7 +7,7 @@ PORT   ?= 8080
 
 export WARDROUND_PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
 
-.PHONY: install serve test lint bench
+.PHONY: install serve test lint bench test-services
 
 # Re-install only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -29,7 +29,13 @@ serve: $(STAMP)
 	@echo "  $(BIN)/cds token mint http://127.0.0.1:$(PORT)/cds-services/patient-summary"
 	PORT=$(PORT) exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: $(STAMP)
+# Real servers the adapter tests talk to (the tests start and stop them on free ports):
+# sekmet-fhir, a FHIR R4 server, in its own venv; Orthanc with its DICOMweb plugin (Debian).
+test-services:
+	bash scripts/test-services/install-sekmet.sh
+	bash scripts/test-services/install-orthanc.sh
+
+test: $(STAMP) test-services
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -23,6 +24,7 @@ from cds.security import JwtVerifier, load_trusted_issuers
 from cds.security.replay_store import DatabaseReplayStore
 from cds.services import default_registry
 from cds.services.registry import ServiceRegistry
+from fhir_adapters import ClientSettings, PatientLoader, PrefetchFetcher, SessionPool
 
 log = logging.getLogger("cds.app")
 
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None, registry: ServiceRegistry | Non
     app.extensions["wardround.audit"] = AuditLog(sessions)
     app.extensions["wardround.registry"] = registry or default_registry()
     app.extensions["wardround.verifier"] = _verifier(settings, sessions)
+    app.extensions["wardround.patient_loader"] = _patient_loader(settings)
 
     if settings.cors_origins:
         CORS(
@@ -64,6 +67,19 @@ def create_app(settings: Settings | None = None, registry: ServiceRegistry | Non
     _install_error_handlers(app)
     _install_request_log(app, settings)
     return app
+
+
+def _patient_loader(settings: Settings) -> PatientLoader:
+    client_settings = ClientSettings(
+        timeout=(settings.fhir_connect_timeout_s, settings.fhir_read_timeout_s),
+        max_retry_after=settings.prefetch_deadline_s,
+        max_pages=settings.fhir_max_pages,
+    )
+    executor = ThreadPoolExecutor(settings.fetch_workers, thread_name_prefix="fhir-fetch")
+    return PatientLoader(
+        SessionPool(client_settings),
+        PrefetchFetcher(executor, deadline_s=settings.prefetch_deadline_s),
+    )
 
 
 def _verifier(settings: Settings, sessions: Any) -> JwtVerifier | None:

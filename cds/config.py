@@ -50,6 +50,14 @@ class Settings:
     #: Only when true do log lines carry patient/encounter ids (never names or dates).
     log_patient_ids: bool = False
     db_connect_timeout_s: int = 3
+    #: One deadline for all FHIR fetches of a hook call (missing prefetch keys).
+    prefetch_deadline_s: float = 2.0
+    #: Connect / read timeout of one FHIR or DICOMweb HTTP call.
+    fhir_connect_timeout_s: float = 1.0
+    fhir_read_timeout_s: float = 2.0
+    fhir_max_pages: int = 20
+    #: Threads fetching prefetch keys, shared by all requests of a process.
+    fetch_workers: int = 32
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -62,6 +70,11 @@ class Settings:
             )
         if self.max_body_bytes <= 0:
             raise ConfigError("WARDROUND_MAX_BODY_BYTES must be positive")
+        if self.prefetch_deadline_s <= 0 or self.fetch_workers <= 0 or self.fhir_max_pages <= 0:
+            raise ConfigError(
+                "WARDROUND_PREFETCH_DEADLINE_S, WARDROUND_FETCH_WORKERS and "
+                "WARDROUND_FHIR_MAX_PAGES must be positive"
+            )
 
     @classmethod
     def from_env(
@@ -86,6 +99,11 @@ class Settings:
             log_level=env.get("WARDROUND_LOG_LEVEL", "INFO").upper(),
             log_patient_ids=_flag(env.get("WARDROUND_LOG_PATIENT_IDS")),
             db_connect_timeout_s=int(env.get("WARDROUND_DB_CONNECT_TIMEOUT_S", "3")),
+            prefetch_deadline_s=float(env.get("WARDROUND_PREFETCH_DEADLINE_S", "2.0")),
+            fhir_connect_timeout_s=float(env.get("WARDROUND_FHIR_CONNECT_TIMEOUT_S", "1.0")),
+            fhir_read_timeout_s=float(env.get("WARDROUND_FHIR_READ_TIMEOUT_S", "2.0")),
+            fhir_max_pages=int(env.get("WARDROUND_FHIR_MAX_PAGES", "20")),
+            fetch_workers=int(env.get("WARDROUND_FETCH_WORKERS", "32")),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

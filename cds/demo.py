@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from fhir_adapters.synthea import (
-    active_conditions,
-    active_medication_requests,
-    load_bundle,
-    resources_by_type,
-    searchset,
-)
+from fhir_adapters.synthea import load_bundle, prefetch_for, resources_by_type
 
+SUMMARY_KEYS = ("patient", "conditions", "medications", "allergies")
 DEMO_ISSUER = "https://demo-ehr.wardround.example"
 DEMO_KID = "demo-ehr-es384-1"
 
@@ -82,19 +78,22 @@ def mint_token(
     )
 
 
-def patient_view_request(bundle_path: Path, user_id: str = "Practitioner/example") -> dict:
-    """A ``patient-view`` request whose prefetch holds a Synthea patient's data."""
+def patient_view_request(
+    bundle_path: Path, user_id: str = "Practitioner/example", keys: Iterable[str] | None = None
+) -> dict:
+    """A ``patient-view`` request whose prefetch holds a Synthea patient's data.
+
+    ``keys``: the prefetch keys to include (default: those of the patient-summary service).
+    """
     resources = resources_by_type(load_bundle(bundle_path))
     if not resources.get("Patient"):
         raise ValueError(f"{bundle_path.name} holds no Patient (not a patient bundle)")
     patient = resources["Patient"][0]
+    prefetch = prefetch_for(resources)
+    wanted = tuple(keys) if keys is not None else SUMMARY_KEYS
     return {
         "hook": "patient-view",
         "hookInstance": str(uuid.uuid4()),
         "context": {"userId": user_id, "patientId": patient["id"]},
-        "prefetch": {
-            "patient": patient,
-            "conditions": searchset(active_conditions(resources)),
-            "medications": searchset(active_medication_requests(resources)),
-        },
+        "prefetch": {key: prefetch[key] for key in wanted},
     }

@@ -59,7 +59,7 @@ class EncounterContext(_Context):
     encounterId: FhirId
 
 
-class _DraftOrdersContext(_Context):
+class DraftOrdersContext(_Context):
     encounterId: FhirId | None = None
     draftOrders: dict[str, Any]
 
@@ -71,11 +71,11 @@ class _DraftOrdersContext(_Context):
         return value
 
 
-class OrderSignContext(_DraftOrdersContext):
+class OrderSignContext(DraftOrdersContext):
     pass
 
 
-class OrderSelectContext(_DraftOrdersContext):
+class OrderSelectContext(DraftOrdersContext):
     selections: Annotated[list[RelativeReference], Field(min_length=1)]
 
     def cross_field_errors(self) -> list[FieldError]:

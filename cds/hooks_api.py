@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,20 +18,54 @@ from cds.audit.store import TokenReplayed, utc_now
 from cds.audit.tables import Feedback, Invocation
 from cds.cards import CdsResponse
 from cds.feedback import parse_feedback
-from cds.hook_request import RequestInvalid, parse_hook_request
+from cds.hook_request import DraftOrdersContext, RequestInvalid, parse_hook_request
 from cds.http_json import BodyError, error_response, read_json_body
 from cds.security import AuthError, ClientIdentity, JwtVerifier
 from cds.services.registry import CdsService, HookCall, PrefetchInvalid, ServiceRegistry
-from fhir_adapters import collect_prefetch
+from fhir_adapters import (
+    FetchedDataInvalid,
+    FhirSource,
+    KeyOutcome,
+    NoPatientData,
+    PatientLoader,
+    PatientRequest,
+    PrefetchDataInvalid,
+    PrefetchUnavailable,
+    invalid_draft_orders,
+)
+from fhir_adapters.prefetch import SUPPLIED, SUPPLIED_NULL
 
 log = logging.getLogger("cds.hooks")
 bp = Blueprint("cds_hooks", __name__)
 
+SUPPLIED_SOURCES = (SUPPLIED, SUPPLIED_NULL)
+MAX_AUDITED_WARNINGS = 20
 AUDIT_DOWN = "The audit log is unavailable, so no decision support was released. Retry shortly."
 
 
 def _registry() -> ServiceRegistry:
     return current_app.extensions["wardround.registry"]
+
+
+def _loader() -> PatientLoader:
+    return current_app.extensions["wardround.patient_loader"]
+
+
+def _patient_request(service: CdsService, hook_request: Any, context: Any) -> PatientRequest:
+    authorization = hook_request.fhirAuthorization
+    return PatientRequest(
+        templates=service.prefetch,
+        required=service.required_prefetch,
+        supplied=hook_request.prefetch,
+        context=context.model_dump(exclude={"draftOrders"}),
+        source=FhirSource(
+            server=hook_request.fhirServer,
+            access_token=authorization.access_token if authorization else None,
+        ),
+        draft_orders=getattr(context, "draftOrders", None),
+        selections=tuple(getattr(context, "selections", ()) or ()),
+        with_images=service.with_images,
+    )
 
 
 def _audit() -> AuditLog:
@@ -98,6 +133,20 @@ class _Outcome:
     error_detail: str | None = None
     models: list[dict[str, str]] = field(default_factory=list)
     prefetch_used: list[str] = field(default_factory=list)
+    #: Per prefetch key: where it came from, how long a fetch took, what was skipped.
+    prefetch_record: list[dict[str, Any]] = field(default_factory=list)
+
+    def record_prefetch(self, outcomes: Sequence[KeyOutcome], warnings: Sequence[str]) -> None:
+        self.prefetch_used = [o.key for o in outcomes if o.source in SUPPLIED_SOURCES]
+        self.prefetch_record = []
+        for key_outcome in outcomes:
+            entry = key_outcome.to_json()
+            prefixes = (f"{key_outcome.key}.", f"{key_outcome.key}:")
+            skipped = [w for w in warnings if w.startswith(prefixes)]
+            if skipped:
+                entry["skipped"] = len(skipped)
+                entry["warnings"] = skipped[:MAX_AUDITED_WARNINGS]
+            self.prefetch_record.append(entry)
 
     def fail(self, status: int, code: str, message: str, **extra: Any) -> None:
         self.status, self.error_code, self.error_detail = status, code, message
@@ -120,18 +169,51 @@ def _run_service(service: CdsService, body: Any, outcome: _Outcome, invocation: 
     invocation.encounter_id = getattr(context, "encounterId", None)
     g.hook_instance = invocation.hook_instance
 
-    prefetch = collect_prefetch(service.prefetch, hook_request.prefetch)
-    outcome.prefetch_used = list(prefetch.used)
-    missing = sorted(service.required_prefetch & set(prefetch.missing))
-    if missing:
+    bad_orders = (
+        invalid_draft_orders(context.draftOrders) if isinstance(context, DraftOrdersContext) else []
+    )
+    if bad_orders:
+        index, message = bad_orders[0]
+        field_name = f"context.draftOrders.entry.{index}.resource"
+        outcome.fail(400, "invalid_request", message, field=field_name)
+        outcome.error_detail = f"{field_name}: {message}"
+        return
+    try:
+        loaded = _loader().load(_patient_request(service, hook_request, context))
+    except PrefetchUnavailable as exc:
+        outcome.record_prefetch(exc.outcomes, ())
         outcome.fail(
             412,
             "prefetch_required",
-            "required prefetch was not supplied and cannot be fetched",
-            missing=missing,
+            "required prefetch was not supplied and could not be fetched from fhirServer",
+            missing=list(exc.missing),
+            reasons=exc.reasons,
         )
         return
-    call = HookCall(request=hook_request, context=context, prefetch=prefetch.data)
+    except NoPatientData:
+        outcome.body = {"cards": []}  # the EHR has no such patient: nothing to say
+        return
+    except PrefetchDataInvalid as exc:
+        field_name = f"prefetch.{exc.key}"
+        outcome.fail(400, "invalid_prefetch", str(exc), field=field_name)
+        outcome.error_detail = f"{field_name}: {exc}"
+        return
+    except FetchedDataInvalid as exc:
+        message = f"the FHIR server's {exc.key} is not usable FHIR R4: {exc}"
+        outcome.fail(412, "prefetch_required", message, missing=[exc.key])
+        return
+    outcome.record_prefetch(loaded.prefetch.outcomes, loaded.patient.warnings)
+    if loaded.patient.warnings:
+        log.info(
+            "resources skipped",
+            extra={"service_id": service.id, "skipped": len(loaded.patient.warnings)},
+        )
+    call = HookCall(
+        request=hook_request,
+        context=context,
+        patient=loaded.patient,
+        prefetch=loaded.prefetch.data,
+    )
     try:
         with metrics.MODEL_SECONDS.labels(service.id).time():
             result = service.handler(call)
@@ -181,6 +263,7 @@ def invoke(service_id: str) -> Response:
     invocation.error_code = outcome.error_code
     invocation.error_detail = outcome.error_detail
     invocation.prefetch_used = outcome.prefetch_used
+    invocation.prefetch_fetched = outcome.prefetch_record
     invocation.model_versions = outcome.models
     invocation.latency_ms = round((time.perf_counter() - started) * 1000, 3)
     try:

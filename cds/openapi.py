@@ -48,7 +48,14 @@ class ErrorBody(BaseModel):
     field: str | None = Field(None, description="dotted path of the first bad field (400)")
     errors: list[FieldError] | None = Field(None, description="every bad field (400)")
     reason: str | None = Field(None, description="why authentication failed (401)")
-    missing: list[str] | None = Field(None, description="required prefetch keys not sent (412)")
+    missing: list[str] | None = Field(
+        None, description="required prefetch keys neither sent nor fetchable (412)"
+    )
+    reasons: dict[str, str] | None = Field(
+        None,
+        description="per missing key, why it could not be fetched: no_fhir_server, deadline, "
+        "http_status (e.g. 401 from the FHIR server), unreachable, template_token … (412)",
+    )
     cards: list[str] | None = Field(None, description="card uuids this service never returned")
 
 
@@ -259,7 +266,8 @@ def _invoke(service: CdsService, schemas: _Schemas, examples_dir: Path | None) -
                     400: "the request breaks the specification: `field` names the bad field "
                     "(envelope, context, fhirServer/fhirAuthorization, prefetch.<key>)",
                     **AUTH_ERRORS,
-                    412: "a required prefetch key was not sent; `missing` lists them",
+                    412: "a required prefetch key was neither sent nor fetchable from "
+                    "fhirServer; `missing` lists them and `reasons` says why",
                     **BODY_ERRORS,
                     **DEFECT,
                 },

@@ -1,8 +1,26 @@
-"""FHIR adapters: turn what the EHR sends (or serves) into typed FHIR R4 resources.
+"""FHIR adapters: turn what the EHR sends (or serves) into a typed :class:`PatientContext`.
 
-Never imports ``cds`` or ``models`` (an import-linter contract keeps it so).
+The door for the HTTP layer is :class:`PatientLoader`; models see only the
+:mod:`fhir_adapters.patient_context` types. Never imports ``cds`` or ``models`` (an
+import-linter contract keeps it so).
 """
 
+from fhir_adapters.context_builder import (
+    PATIENT_CONTEXT_PREFETCH,
+    NoPatientData,
+    PrefetchDataInvalid,
+    build_patient_context,
+    invalid_draft_orders,
+)
+from fhir_adapters.fhir_client import ClientSettings, FhirClient, FhirError, SessionPool
+from fhir_adapters.loader import (
+    FetchedDataInvalid,
+    FhirSource,
+    LoadedPatient,
+    PatientLoader,
+    PatientRequest,
+    PrefetchUnavailable,
+)
 from fhir_adapters.parsing import (
     ParsedEntries,
     ResourceInvalid,
@@ -11,15 +29,34 @@ from fhir_adapters.parsing import (
     parse_searchset,
     printable_path,
 )
-from fhir_adapters.prefetch import PrefetchResult, collect_prefetch
+from fhir_adapters.patient_context import PatientContext
+from fhir_adapters.prefetch import KeyOutcome, PrefetchFetcher, ResolvedPrefetch, render_template
 
 __all__ = [
+    "PATIENT_CONTEXT_PREFETCH",
+    "ClientSettings",
+    "FetchedDataInvalid",
+    "FhirClient",
+    "FhirError",
+    "FhirSource",
+    "KeyOutcome",
+    "LoadedPatient",
+    "NoPatientData",
     "ParsedEntries",
-    "PrefetchResult",
+    "PatientContext",
+    "PatientLoader",
+    "PatientRequest",
+    "PrefetchDataInvalid",
+    "PrefetchFetcher",
+    "PrefetchUnavailable",
+    "ResolvedPrefetch",
     "ResourceInvalid",
-    "collect_prefetch",
+    "SessionPool",
+    "build_patient_context",
     "find_unstorable_text",
+    "invalid_draft_orders",
     "parse_resource",
     "parse_searchset",
     "printable_path",
+    "render_template",
 ]

@@ -77,3 +77,31 @@ def active_conditions(resources: dict[str, list[dict[str, Any]]]) -> list[dict[s
 
 def active_medication_requests(resources: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return [r for r in resources.get("MedicationRequest", []) if r.get("status") == "active"]
+
+
+def _in_category(resource: dict[str, Any], codes: frozenset[str]) -> bool:
+    return any(
+        coding.get("code") in codes
+        for category in resource.get("category") or []
+        for coding in category.get("coding") or []
+    )
+
+
+def prefetch_for(resources: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """What a CDS client would prefetch for the standard templates of
+    ``fhir_adapters.context_builder.PATIENT_CONTEXT_PREFETCH`` (same filters, one page)."""
+    vital_or_lab = frozenset({"vital-signs", "laboratory"})
+    return {
+        "patient": resources["Patient"][0],
+        "conditions": searchset(active_conditions(resources)),
+        "medications": searchset(active_medication_requests(resources)),
+        "allergies": searchset(resources.get("AllergyIntolerance", [])),
+        "observations": searchset(
+            [r for r in resources.get("Observation", []) if _in_category(r, vital_or_lab)]
+        ),
+        "imaging": searchset(resources.get("ImagingStudy", [])),
+        "reports": searchset(resources.get("DiagnosticReport", [])),
+        "documents": searchset(
+            [r for r in resources.get("DocumentReference", []) if r.get("status") == "current"]
+        ),
+    }

@@ -26,6 +26,9 @@ from cds.config import Settings
 from cds.db import make_engine
 from cds.migrate import upgrade
 
+# Real FHIR and DICOMweb servers, started per test session (see each module).
+pytest_plugins = ["tests.support.fhir_server", "tests.support.dicomweb_server"]
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("WARDROUND_SHARED_DATA", REPO.parent / "shared" / "data"))
 SYNTHEA = SHARED_DATA / "synthea-r4"

@@ -282,7 +282,15 @@ def test_missing_required_prefetch_is_audited_as_412_without_cards(
     [invocation] = rows_of(database_url, Invocation)
     assert (invocation.status_code, invocation.error_code) == (412, "prefetch_required")
     assert invocation.hook_instance == body["hookInstance"]
-    assert sorted(invocation.prefetch_used) == ["conditions", "medications"]
+    assert sorted(invocation.prefetch_used) == ["allergies", "conditions", "medications"]
+    # Every declared key is accounted for: where it came from, or why it could not be had.
+    assert {entry["key"]: entry["source"] for entry in invocation.prefetch_fetched} == {
+        "patient": "not-fetchable",
+        "conditions": "prefetch",
+        "medications": "prefetch",
+        "allergies": "prefetch",
+    }
+    assert response.json["reasons"] == {"patient": "no_fhir_server"}
     assert rows_of(database_url, Card) == []
     assert verify(database_url).ok
 

@@ -6,64 +6,22 @@ audit); the clinical services of later issues sit beside it in the registry.
 
 from __future__ import annotations
 
-from datetime import date
-
-from fhir.resources.R4B.patient import Patient
-
 from cds.cards import Card, Source
-from cds.services.registry import CdsService, HookCall, ModelRef, PrefetchInvalid, ServiceResult
-from fhir_adapters import ResourceInvalid, parse_resource, parse_searchset
+from cds.services.registry import CdsService, HookCall, ModelRef, ServiceResult
+from fhir_adapters import PATIENT_CONTEXT_PREFETCH, PatientContext
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 SOURCE = Source(label="Wardround patient summary")
 MAX_LISTED = 8
-ADMINISTRATIVE_GENDER = frozenset({"male", "female", "other", "unknown"})
 
 
-def _age_years(birth: date, today: date) -> int:
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+def _labels(items: tuple, attribute: str) -> list[str]:  # type: ignore[type-arg]
+    return sorted({label for item in items if (label := getattr(item, attribute).label)})
 
 
-def _concept_text(concept) -> str | None:  # type: ignore[no-untyped-def]
-    if concept is None:
-        return None
-    if concept.text:
-        return str(concept.text)
-    for coding in concept.coding or []:
-        if coding.display:
-            return str(coding.display)
-    return None
-
-
-def _patient(call: HookCall) -> Patient | None:
-    data = call.prefetch.get("patient")
-    if data is None:
-        return None
-    try:
-        patient = parse_resource(data, "Patient")
-    except ResourceInvalid as exc:
-        raise PrefetchInvalid("patient", str(exc)) from None
-    # fhir.resources checks structure, not required bindings: check the one used here.
-    if patient.gender is not None and patient.gender not in ADMINISTRATIVE_GENDER:
-        raise PrefetchInvalid("patient", "gender: not an AdministrativeGender code")
-    if patient.id != call.context.patientId:
-        raise PrefetchInvalid("patient", "Patient.id does not match context.patientId")
-    return patient  # type: ignore[return-value]
-
-
-def _listed(call: HookCall, key: str, resource_type: str, attribute: str) -> list[str] | None:
-    """Display texts of a prefetched searchset, or None when the EHR did not prefetch it."""
-    if key not in call.prefetch:
-        return None
-    bundle = call.prefetch[key]
-    if bundle is None:
-        return []
-    try:
-        parsed = parse_searchset(bundle, resource_type)
-    except ResourceInvalid as exc:
-        raise PrefetchInvalid(key, str(exc)) from None
-    texts = {_concept_text(getattr(resource, attribute)) for resource in parsed.resources}
-    return sorted(text for text in texts if text)
+def _listed(patient: PatientContext, key: str, labels: list[str]) -> list[str] | None:
+    """Display texts, or None when the data could not be had (not prefetched nor fetched)."""
+    return None if key in patient.unavailable else labels
 
 
 def _describe(label: str, items: list[str] | None) -> tuple[str, str]:
@@ -77,26 +35,25 @@ def _describe(label: str, items: list[str] | None) -> tuple[str, str]:
     return count, f"**{label}** ({len(items)}):\n{shown}{more}"
 
 
-def summarise(call: HookCall, today: date | None = None) -> ServiceResult:
-    patient = _patient(call)
+def summarise(call: HookCall) -> ServiceResult:
+    patient = call.patient
     models = [ModelRef(id="patient-summary", version=VERSION)]
-    if patient is None:
-        return ServiceResult(cards=[], models=models)
-    today = today or date.today()
-    sex = str(patient.gender or "unknown sex").capitalize()
-    if patient.deceasedBoolean or patient.deceasedDateTime:
+    sex = str(patient.sex or "unknown sex").capitalize()
+    if patient.deceased:
         age = "deceased"
-    elif patient.birthDate:
-        age = f"{_age_years(patient.birthDate, today)} y"
+    elif patient.age_years is not None:
+        age = f"{patient.age_years} y"
     else:
         age = "age unknown"
-    problems = _listed(call, "conditions", "Condition", "code")
-    medications = _listed(call, "medications", "MedicationRequest", "medicationCodeableConcept")
+    problems = _listed(patient, "conditions", _labels(patient.problems, "concept"))
+    medications = _listed(patient, "medications", _labels(patient.medications, "concept"))
+    allergies = _listed(patient, "allergies", _labels(patient.allergies, "substance"))
     problems_short, problems_detail = _describe("Active problems", problems)
     meds_short, meds_detail = _describe("Active medications", medications)
+    _, allergies_detail = _describe("Allergies", allergies)
     card = Card(
         summary=f"{sex}, {age}: {problems_short}, {meds_short}",
-        detail=f"{problems_detail}\n\n{meds_detail}",
+        detail=f"{problems_detail}\n\n{meds_detail}\n\n{allergies_detail}",
         indicator="info",
         source=SOURCE,
     )
@@ -107,13 +64,17 @@ SERVICE = CdsService(
     id="patient-summary",
     hook="patient-view",
     title="Patient summary",
-    description="Summarises the patient's demographics, active problems and active medications.",
+    description=(
+        "Summarises the patient's demographics, active problems, active medications and allergies."
+    ),
     handler=summarise,
     prefetch={
-        "patient": "Patient/{{context.patientId}}",
-        "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
-        "medications": "MedicationRequest?patient={{context.patientId}}&status=active",
+        key: PATIENT_CONTEXT_PREFETCH[key]
+        for key in ("patient", "conditions", "medications", "allergies")
     },
     required_prefetch=frozenset({"patient"}),
-    usage_requirements="Send the patient prefetch; conditions and medications are optional.",
+    usage_requirements=(
+        "Send the patient prefetch, or fhirServer with fhirAuthorization so the service can "
+        "fetch it; conditions, medications and allergies are optional."
+    ),
 )

@@ -8,6 +8,7 @@ from typing import Any
 
 from cds.cards import Action, Card
 from cds.hook_request import HOOK_CONTEXTS, HookRequest
+from fhir_adapters import PatientContext
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,13 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class HookCall:
-    """What a service handler receives: the validated request, typed context and prefetch."""
+    """What a service handler receives: the request, its typed hook context and the patient."""
 
     request: HookRequest
     context: Any
-    #: prefetch key → FHIR JSON (None: the EHR reported no data).
+    #: The patient, built from prefetch and the FHIR server (what models consume).
+    patient: PatientContext
+    #: prefetch key → FHIR JSON as obtained (None: no data). Keys not obtained are absent.
     prefetch: Mapping[str, dict[str, Any] | None]
 
 
@@ -58,12 +61,16 @@ class CdsService:
     handler: Handler
     prefetch: Mapping[str, str] = field(default_factory=dict)
     #: Prefetch keys the service cannot answer without (absent and not fetchable → 412).
-    required_prefetch: frozenset[str] = frozenset()
+    required_prefetch: frozenset[str] = frozenset({"patient"})
+    #: Retrieve the imaging studies' DICOM instances (DICOMweb) into ``PatientContext.images``.
+    with_images: bool = False
     usage_requirements: str | None = None
 
     def __post_init__(self) -> None:
         if self.hook not in HOOK_CONTEXTS:
             raise ValueError(f"service {self.id}: unsupported hook {self.hook}")
+        if "patient" not in self.prefetch:
+            raise ValueError(f"service {self.id}: every service declares the patient prefetch")
         if not self.required_prefetch <= set(self.prefetch):
             raise ValueError(f"service {self.id}: required prefetch keys must be declared")
 

@@ -1,0 +1,133 @@
+"""FAULT INJECTOR (a named test double): an HTTP proxy in front of the real FHIR server.
+
+The real server (sekmet-fhir) never answers 429, 503 or hangs on demand; this proxy
+causes exactly those faults, then forwards everything else to the real server unchanged
+(rewriting the server's own base URL in bodies and headers to the proxy's, as a reverse
+proxy does, so ``next`` links keep pointing at the proxy).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted answer: ``status`` with ``headers``, after sleeping ``delay_s``.
+
+    ``status=None`` forwards to the real server (after the delay).
+    """
+
+    status: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    delay_s: float = 0.0
+    body: bytes = b""
+
+
+PASS = Fault()
+
+
+class FaultProxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.faults: deque[Fault] = deque()
+        #: When set, every request not scripted gets this (e.g. a hang).
+        self.default = PASS
+        self.requests: list[str] = []
+        self._session = requests.Session()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._server.block_on_close = False  # a hanging fault must not hold up teardown
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        path = self.upstream.split("/", 3)[3] if self.upstream.count("/") >= 3 else ""
+        return f"http://{host}:{port}/{path}".rstrip("/")
+
+    def script(self, *faults: Fault) -> None:
+        self.faults.clear()
+        self.faults.extend(faults)
+        self.requests.clear()
+
+    def _next_fault(self) -> Fault:
+        try:
+            return self.faults.popleft()
+        except IndexError:
+            return self.default
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                proxy.requests.append(self.path)
+                fault = proxy._next_fault()
+                if fault.delay_s:
+                    time.sleep(fault.delay_s)
+                if fault.status is not None:
+                    self._answer(fault.status, list(fault.headers), fault.body)
+                    return
+                self._forward()
+
+            def _forward(self) -> None:
+                origin = proxy.upstream.split("/", 3)
+                upstream_origin = "/".join(origin[:3])
+                wanted = ("accept", "authorization")
+                headers = {k: v for k, v in self.headers.items() if k.lower() in wanted}
+                try:
+                    answer = proxy._session.get(upstream_origin + self.path, headers=headers)
+                except requests.RequestException:
+                    self._answer(502, [], b"")
+                    return
+                mine = "/".join(proxy.base_url.split("/", 3)[:3])
+                body = answer.content.replace(upstream_origin.encode(), mine.encode())
+                kept = [
+                    (k, v)
+                    for k, v in answer.headers.items()
+                    if k.lower() in ("content-type", "etag", "last-modified", "www-authenticate")
+                ]
+                self._answer(answer.status_code, kept, body)
+
+            def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
+
+        return Handler
+
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._session.close()
+
+
+@contextmanager
+def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(upstream).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
