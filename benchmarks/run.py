@@ -140,7 +140,7 @@ def write_lines(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 def synthea_bodies() -> list[dict[str, Any]]:
     bundles = sorted(
-        p for p in (SHARED / "synthea-r4").glob("*.json.gz") if not p.name.startswith("hospital")
+        p for p in (SHARED / "synthea-r4").glob("*.gz") if not p.name.startswith("hospital")
     )
     return [patient_view_request(p) for p in bundles]
 

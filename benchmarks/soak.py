@@ -330,7 +330,7 @@ def _synthea_bodies(count: int = 8) -> list[dict[str, Any]]:
 
     shared = Path(os.environ.get("WARDROUND_SHARED_DATA", REPO.parent / "shared" / "data"))
     bundles = sorted(
-        p for p in (shared / "synthea-r4").glob("*.json.gz") if not p.name.startswith("hospital")
+        p for p in (shared / "synthea-r4").glob("*.gz") if not p.name.startswith("hospital")
     )
     if not bundles:
         raise SystemExit(f"no Synthea bundles under {shared / 'synthea-r4'}")

@@ -60,6 +60,7 @@ ADMINISTRATIVE_GENDER = frozenset({"male", "female", "other", "unknown"})
 ACTIVE_PROBLEM = frozenset({"active", "recurrence", "relapse"})
 NOT_TRUE = frozenset({"refuted", "entered-in-error"})
 RESULT_STATUSES = frozenset({"final", "amended", "corrected"})
+EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 class PrefetchDataInvalid(ValueError):
@@ -310,13 +311,16 @@ def measurements(observation: Any) -> list[Measurement]:
 
 
 def latest_by_loinc(items: Iterable[Measurement]) -> dict[str, Measurement]:
-    oldest = datetime.min.replace(tzinfo=UTC)
     latest: dict[str, Measurement] = {}
     for item in items:
         current = latest.get(item.loinc)
-        if current is None or (item.effective or oldest) > (current.effective or oldest):
+        # Ties (same time) go to the larger observation id, whatever order they came in.
+        if current is None or (item.effective or EPOCH, item.observation_id or "") > (
+            current.effective or EPOCH,
+            current.observation_id or "",
+        ):
             latest[item.loinc] = item
-    return latest
+    return dict(sorted(latest.items()))
 
 
 def draft_orders(bundle: Mapping[str, Any] | None, selections: Sequence[str]) -> list[DraftOrder]:
@@ -376,30 +380,45 @@ def build_patient_context(
     today = today or date.today()
     collect = _Collector(data, patient_id, supplied_keys)
 
-    problems = tuple(
-        problem(c)
-        for c in collect.resources("conditions")
-        if _status(c.clinicalStatus) in ACTIVE_PROBLEM
-        and _status(c.verificationStatus) not in NOT_TRUE
+    # Sorted (oldest first, then by id), so the same record gives the same context
+    # whatever order the EHR or its FHIR server listed it in.
+    problems = sorted(
+        (
+            problem(c)
+            for c in collect.resources("conditions")
+            if _status(c.clinicalStatus) in ACTIVE_PROBLEM
+            and _status(c.verificationStatus) not in NOT_TRUE
+        ),
+        key=lambda p: (p.onset or EPOCH, p.id or ""),
     )
-    medications = tuple(
-        medication(m, _contained_medications(m))
-        for m in collect.resources("medications")
-        if m.status == "active"
+    medications = sorted(
+        (
+            medication(m, _contained_medications(m))
+            for m in collect.resources("medications")
+            if m.status == "active"
+        ),
+        key=lambda m: (m.authored_on or EPOCH, m.id or ""),
     )
-    allergies = tuple(
-        allergy(a)
-        for a in collect.resources("allergies", subject_field="patient")
-        if _status(a.clinicalStatus) in (None, "active")
-        and _status(a.verificationStatus) not in NOT_TRUE
+    allergies = sorted(
+        (
+            allergy(a)
+            for a in collect.resources("allergies", subject_field="patient")
+            if _status(a.clinicalStatus) in (None, "active")
+            and _status(a.verificationStatus) not in NOT_TRUE
+        ),
+        key=lambda a: a.id or "",
     )
     latest = latest_by_loinc(
         m for observation in collect.resources("observations") for m in measurements(observation)
     )
-    studies: list[ImagingStudyRef] = []
-    for study in collect.resources("imaging"):
-        if study.status in ("available", "registered", "unknown", None):
-            studies.append(parse_imaging_study(study))
+    studies: list[ImagingStudyRef] = sorted(
+        (
+            parse_imaging_study(study)
+            for study in collect.resources("imaging")
+            if study.status in ("available", "registered", "unknown", None)
+        ),
+        key=lambda s: (when(s.started) or EPOCH, s.resource_id or ""),
+    )
     texts = collect_report_texts(
         collect.resources("reports"),
         collect.resources("documents"),
@@ -413,9 +432,9 @@ def build_patient_context(
         age_years=(_age(patient.birthDate, today) if isinstance(patient.birthDate, date) else None),
         sex=patient.gender,
         deceased=deceased,
-        problems=problems,
-        medications=medications,
-        allergies=allergies,
+        problems=tuple(problems),
+        medications=tuple(medications),
+        allergies=tuple(allergies),
         latest=frozen_mapping(latest),
         imaging_studies=tuple(studies),
         reports=texts.texts,

@@ -40,7 +40,8 @@ class ClientSettings:
     #: A Retry-After longer than this (seconds) is not waited for: the call fails instead.
     max_retry_after: float = 2.0
     max_pages: int = 20
-    page_size: int = 100
+    #: ``_count`` asked for when a search names none (servers may cap it lower).
+    page_size: int = 200
     #: Largest response body read (bytes); a larger one fails the call.
     max_response_bytes: int = 32 * 1024 * 1024
     pool_connections: int = 16
@@ -257,7 +258,13 @@ class FhirClient:
         return self._json(self._url(relative_url))
 
     def search(self, relative_url: str) -> SearchResult:
-        """Run a search and follow its ``next`` links; every page's entries in one Bundle."""
+        """Run a search and follow its ``next`` links; every page's entries in one Bundle.
+
+        Without a ``_count`` of its own, the search asks for ``page_size`` entries a page.
+        """
+        if "_count=" not in relative_url:
+            joiner = "&" if "?" in relative_url else "?"
+            relative_url = f"{relative_url}{joiner}_count={self._settings.page_size}"
         first = self.get(relative_url)
         if first.get("resourceType") != "Bundle":
             raise FhirError("not_fhir", "a search did not return a Bundle", 200)

@@ -49,6 +49,10 @@ CR_IMAGE = "1.2.840.10008.5.1.4.1.1.1"
 DICOM_CONTENT_TYPE = "application/dicom"
 SUPPORTED_PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2")
 
+#: Deflated Explicit VR Little Endian: pydicom inflates it whole, without any bound, so a
+#: small object could inflate to gigabytes. Refused wherever its UID shows in the bytes.
+DEFLATED_SYNTAX = b"1.2.840.10008.1.2.1.99"
+DEFLATED_REASON = "deflated transfer syntax not supported (unbounded inflation)"
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _TERM = re.compile(r"[A-Z0-9_ ]{1,16}")
 _CHUNK = 65_536
@@ -247,7 +251,7 @@ def _spacing(ds: Dataset) -> tuple[float, float] | None:
 
 
 def _term(value: str) -> str:
-    """A defined term fit for a reason, else nothing."""
+    """A defined term fit for a reason, else a placeholder."""
     return value if _TERM.fullmatch(value) else "(unprintable)"
 
 
@@ -388,6 +392,8 @@ def decode_dicom(data: bytes, limits: ImagingLimits = DEFAULT_LIMITS) -> DicomIm
         raise DicomRejected("not bytes")
     if len(data) > limits.max_bytes:
         raise DicomRejected(f"object over {limits.max_bytes} bytes")
+    if DEFLATED_SYNTAX in data:
+        raise DicomRejected(DEFLATED_REASON)
     try:
         ds = dcmread(io.BytesIO(data))
     except Exception as exc:  # InvalidDicomError, EOFError, struct.error, ValueError, ...
@@ -495,6 +501,8 @@ class _BoundedBody:
             raise self._abort(response, f"timed out after {self.timeout_s:g} s") from None
         except (urllib3.exceptions.HTTPError, OSError):
             raise self._abort(response, "connection broken while reading") from None
+        if DEFLATED_SYNTAX in body:  # dicomweb_client parses the parts right after this
+            raise self._abort(response, DEFLATED_REASON)
         response.raw = io.BytesIO(bytes(body))
         return response
 
@@ -557,13 +565,15 @@ def _fetch(
         return _Failed("not DICOM")
     except Exception as exc:  # dicomweb_client and pydicom parse the multipart answer
         return _Failed(f"unusable DICOMweb answer ({type(exc).__name__})")
-    returned = (_text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID"))
-    if (*returned, _text(ds, "SOPInstanceUID")) != uids:
-        return _Failed("the server returned a different instance than requested")
     try:
+        returned = tuple(_text(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID"))
+        if (*returned, _text(ds, "SOPInstanceUID")) != uids:
+            return _Failed("the server returned a different instance than requested")
         return decode_dataset(ds, limits)
     except DicomRejected as exc:
         return _Failed(exc.reason)
+    except Exception as exc:  # a malformed UID value, read lazily by pydicom
+        return _Failed(f"undecodable ({type(exc).__name__})")
 
 
 def retrieve_study_images(
@@ -582,6 +592,8 @@ def retrieve_study_images(
     timeout, oversized, undecodable) skips it; a 401/403 or an unreachable server skips all
     remaining instances without further requests. Never raises for server or data faults.
     """
+    if isinstance(modalities, str):
+        modalities = (modalities,)
     wanted = [
         (series.uid, instance.uid)
         for series in study.series
@@ -593,14 +605,13 @@ def retrieve_study_images(
         return ImagingResult(skipped=tuple(SkippedInstance(uid, reason) for _, uid in wanted))
     base = session if session is not None else requests.Session()
     body = _BoundedBody(limits)
+    bounded = _BoundedSession(base, body)
     images: list[DicomImage] = []
     skipped: list[SkippedInstance] = []
     try:
         try:
             client = DICOMwebClient(
-                dicomweb_url,
-                session=_BoundedSession(base, body),
-                timeout=(limits.timeout_s, limits.timeout_s),
+                dicomweb_url, session=bounded, timeout=(limits.timeout_s, limits.timeout_s)
             )
         except ValueError:
             reason = "invalid DICOMweb address"
@@ -621,6 +632,7 @@ def retrieve_study_images(
             if outcome.fatal:
                 stop = outcome.reason
     finally:
+        bounded.close()  # its own (unused) adapters only
         if session is None:
             base.close()
     return ImagingResult(images=tuple(images), skipped=tuple(skipped))
@@ -629,6 +641,7 @@ def retrieve_study_images(
 __all__ = [
     "CR_IMAGE",
     "DEFAULT_LIMITS",
+    "DEFLATED_REASON",
     "DICOM_CONTENT_TYPE",
     "DX_FOR_PRESENTATION",
     "DicomImage",

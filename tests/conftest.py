@@ -222,8 +222,11 @@ def client(app: Flask) -> FlaskClient:
 
 # --------------------------------------------------------------------------- Synthea data
 def synthea_bundles() -> list[Path]:
-    """The shared Synthea *patient* bundles (the folder also holds one hospital bundle)."""
-    bundles = sorted(p for p in SYNTHEA.glob("*.json.gz") if not p.name.startswith("hospital"))
+    """The shared Synthea *patient* bundles (the folder also holds one hospital bundle).
+
+    Globbed as ``*.gz``: 15 of the shared files are named ``<uuid>.json".gz``.
+    """
+    bundles = sorted(p for p in SYNTHEA.glob("*.gz") if not p.name.startswith("hospital"))
     if not bundles:
         if os.environ.get("CI"):
             pytest.fail(f"shared Synthea data missing at {SYNTHEA}")

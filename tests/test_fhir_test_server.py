@@ -20,6 +20,7 @@ import requests
 
 from tests.support.fhir_server import (
     FHIR_JSON,
+    INFORMATION_BUNDLES,
     FhirServer,
     bundle_files,
     patient_ids_of,
@@ -160,9 +161,8 @@ def put(fhir_server: FhirServer, resource: Resource) -> requests.Response:
 
 # --------------------------------------------------------------------------- tests
 def test_every_patient_bundle_is_loaded_with_its_synthea_ids(fhir_server: FhirServer) -> None:
-    patient_bundles = [
-        p for p in bundle_files(_synthea_folder()) if not p.name.startswith("hospital")
-    ]
+    files = bundle_files(_synthea_folder())
+    patient_bundles = [p for p in files if not p.name.startswith(INFORMATION_BUNDLES)]
     assert len(fhir_server.patient_ids) == len(patient_bundles)
     assert list(fhir_server.patient_ids) == sorted(set(fhir_server.patient_ids))
     on_server = {r["id"] for r in search_all(fhir_server, "Patient?_count=1000&_elements=id")}

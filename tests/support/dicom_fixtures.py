@@ -23,7 +23,7 @@ What is built (pydicom, explicit VR little endian unless said otherwise, valid f
 * :func:`variant_study`: the same images stored differently (MONOCHROME1, a narrow window,
   16-bit with a rescale), in a study of their own.
 * :func:`bad_study`: objects Orthanc stores but no model can read (no pixel data, truncated
-  pixel data, JPEG-LS without a decoder, absurd dimensions, multi-frame, RGB), and
+  pixel data, JPEG-LS without a decoder, absurd dimensions, multi-frame, RGB, deflated), and
   :func:`unstorable_objects`: bytes no server accepts (a cut-off file, not DICOM at all).
 """
 
@@ -41,12 +41,13 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     JPEGLSLossless,
     generate_uid,
 )
 
-from fhir_adapters.imaging import CR_IMAGE, DX_FOR_PRESENTATION
+from fhir_adapters.imaging import CR_IMAGE, DEFLATED_REASON, DX_FOR_PRESENTATION
 from fhir_adapters.synthea import load_bundle, resources_by_type
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
@@ -178,7 +179,7 @@ def synthea_xray_studies(
     shared_data: Path,
 ) -> Iterator[tuple[Patient, dict[str, Any]]]:
     """(patient, ImagingStudy JSON) for each Synthea study with a DX or CR series."""
-    bundles = sorted((shared_data / "synthea-r4").glob("*.json.gz"))
+    bundles = sorted((shared_data / "synthea-r4").glob("*.gz"))
     for path in bundles:
         if path.name.startswith("hospital"):
             continue
@@ -557,6 +558,9 @@ def bad_study(patient: Patient, folder: Path, images: np.ndarray, first: int) ->
     rgb.PlanarConfiguration = 0
     rgb.PixelData = np.repeat(images[first][..., None], 3, axis=2).tobytes()
 
+    deflated = _base(patient, images[first])
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+
     def bad(reason: str) -> dict[str, Any]:
         return {"expected_reason": reason}
 
@@ -571,6 +575,7 @@ def bad_study(patient: Patient, folder: Path, images: np.ndarray, first: int) ->
             ("huge_dimensions", huge, bad("image too large")),
             ("multi_frame", frames, bad("multi-frame image")),
             ("rgb", rgb, bad("unsupported photometric interpretation RGB")),
+            ("deflated", deflated, bad(DEFLATED_REASON)),
         ],
     )
 
