@@ -50,6 +50,12 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/run.py --seconds $(or $(BENCH_SECONDS),20)
 
+# Time to build a PatientContext from prefetch and from the FHIR server (sekmet-fhir),
+# every shared Synthea patient → BENCHMARKS.md ("PatientContext build").
+.PHONY: bench-context
+bench-context: $(STAMP) test-services
+	$(BIN)/python benchmarks/patient_context.py
+
 # Long schemathesis run against a real gunicorn server; figures in BENCHMARKS.md ("Fuzzing").
 FUZZ_CASES ?= 2400
 .PHONY: fuzz

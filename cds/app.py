@@ -79,6 +79,7 @@ def _patient_loader(settings: Settings) -> PatientLoader:
     return PatientLoader(
         SessionPool(client_settings),
         PrefetchFetcher(executor, deadline_s=settings.prefetch_deadline_s),
+        dicomweb_access=settings.dicomweb_access,
     )
 
 

@@ -6,7 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from fhir_adapters.dicomweb_auth import DicomWebAccess
 
 AuthMode = Literal["jwt", "off"]
 
@@ -58,6 +61,12 @@ class Settings:
     fhir_max_pages: int = 20
     #: Threads fetching prefetch keys, shared by all requests of a process.
     fetch_workers: int = 32
+    #: JSON: DICOMweb origin → credentials (fhir_adapters.dicomweb_auth); it names the
+    #: environment variables that hold the secrets (password_env / token_env), never a secret.
+    dicomweb_auth_json: str | None = None
+    #: ``dicomweb_auth_json`` parsed, its secrets resolved (by __post_init__ from os.environ
+    #: unless given; by from_env from its environ). None: no JSON. Never in repr.
+    dicomweb_access: DicomWebAccess | None = field(default=None, repr=False, compare=False)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -75,6 +84,8 @@ class Settings:
                 "WARDROUND_PREFETCH_DEADLINE_S, WARDROUND_FETCH_WORKERS and "
                 "WARDROUND_FHIR_MAX_PAGES must be positive"
             )
+        if self.dicomweb_access is None and self.dicomweb_auth_json is not None:
+            object.__setattr__(self, "dicomweb_access", _dicomweb_access(self.dicomweb_auth_json))
 
     @classmethod
     def from_env(
@@ -84,6 +95,7 @@ class Settings:
         instance = Path(env.get("WARDROUND_INSTANCE_PATH") or instance_path or "instance")
         database_url = env.get("DATABASE_URL") or f"sqlite:///{(instance / 'audit.db').resolve()}"
         issuers = env.get("WARDROUND_TRUSTED_ISSUERS")
+        dicomweb_auth_json = env.get("WARDROUND_DICOMWEB_AUTH") or None
         return cls(
             database_url=database_url,
             instance_path=instance,
@@ -104,7 +116,25 @@ class Settings:
             fhir_read_timeout_s=float(env.get("WARDROUND_FHIR_READ_TIMEOUT_S", "2.0")),
             fhir_max_pages=int(env.get("WARDROUND_FHIR_MAX_PAGES", "20")),
             fetch_workers=int(env.get("WARDROUND_FETCH_WORKERS", "32")),
+            dicomweb_auth_json=dicomweb_auth_json,
+            dicomweb_access=_dicomweb_access(dicomweb_auth_json, env),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
+        if "dicomweb_auth_json" in changes:
+            changes.setdefault("dicomweb_access", None)  # parsed again from the new JSON
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _dicomweb_access(
+    text: str | None, environ: Mapping[str, str] | None = None
+) -> DicomWebAccess | None:
+    """WARDROUND_DICOMWEB_AUTH parsed (secrets from ``environ``, default os.environ)."""
+    if text is None:
+        return None
+    from fhir_adapters.dicomweb_auth import DicomWebConfigError, parse_dicomweb_access
+
+    try:
+        return parse_dicomweb_access(text, environ)
+    except DicomWebConfigError as exc:
+        raise ConfigError(f"WARDROUND_DICOMWEB_AUTH: {exc}") from None

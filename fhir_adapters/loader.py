@@ -8,16 +8,26 @@ and, for services that read pixels, retrieves the imaging studies' DICOM over DI
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fhir_adapters.context_builder import PrefetchDataInvalid, build_patient_context
+from fhir_adapters.dicomweb_auth import DicomWebAccess, DicomWebSessions
 from fhir_adapters.fhir_client import BinaryContent, FhirClient, FhirError, SessionPool
-from fhir_adapters.imaging import DicomImage, ImagingLimits, retrieve_study_images
+from fhir_adapters.imaging import (
+    DicomImage,
+    ImagingLimits,
+    ImagingStudyRef,
+    retrieve_study_images,
+)
 from fhir_adapters.patient_context import PatientContext
 from fhir_adapters.prefetch import KeyOutcome, PrefetchFetcher, ResolvedPrefetch
 from fhir_adapters.report_text import BinaryUnavailable, TextLimits
+
+#: The modalities whose instances ``with_images`` retrieves (single-frame X-rays).
+IMAGE_MODALITIES = ("DX", "CR")
 
 
 @dataclass(frozen=True)
@@ -78,11 +88,24 @@ class PatientLoader:
         fetcher: PrefetchFetcher,
         text_limits: TextLimits | None = None,
         imaging_limits: ImagingLimits | None = None,
+        dicomweb_access: DicomWebAccess | None = None,
+        imaging_total_timeout_s: float | None = None,
     ) -> None:
+        """``dicomweb_access``: credentials per DICOMweb origin (default: the FHIR token to
+        the FHIR server's own origin only). ``imaging_total_timeout_s``: deadline for all of
+        one request's image retrieval (default: twice ``imaging_limits.timeout_s``)."""
         self.pool = pool
         self.fetcher = fetcher
         self.text_limits = text_limits or TextLimits()
         self.imaging_limits = imaging_limits or ImagingLimits()
+        self.dicomweb = DicomWebSessions(dicomweb_access)
+        self.imaging_total_timeout_s = (
+            imaging_total_timeout_s
+            if imaging_total_timeout_s is not None
+            else 2 * self.imaging_limits.timeout_s
+        )
+        if self.imaging_total_timeout_s <= 0:
+            raise ValueError("imaging_total_timeout_s must be positive")
 
     def client(self, source: FhirSource) -> FhirClient | None:
         if source.server is None:
@@ -118,27 +141,73 @@ class PatientLoader:
                 raise  # the EHR's prefetch is wrong: the caller answers 400
             raise FetchedDataInvalid(exc.key, str(exc)) from None
         if request.with_images and client is not None:
-            patient = self._with_images(patient, client)
+            patient = self._with_images(patient, client, request.source)
         return LoadedPatient(patient=patient, prefetch=resolved)
 
-    def _with_images(self, patient: PatientContext, client: FhirClient) -> PatientContext:
+    def _with_images(
+        self, patient: PatientContext, client: FhirClient, source: FhirSource
+    ) -> PatientContext:
+        """Retrieve the X-rays (:data:`IMAGE_MODALITIES`) of the studies, oldest study first.
+
+        Studies without such a series are passed over (no Endpoint read, no warning).
+        Each study's Endpoint is read from the FHIR server; the credentials sent to it are
+        those ``dicomweb_access`` gives its origin. Two caps for all studies together: at
+        most ``imaging_limits.max_instances`` instances, and ``imaging_total_timeout_s``,
+        checked before each study (later studies are then not retrieved) and cutting each
+        instance's timeout to the time left when its study starts. It is not re-checked
+        within a study, so the study under way may overrun it by up to (its instances - 1)
+        x that time left. Failures become warnings; nothing is raised.
+        """
+        limits = self.imaging_limits
+        deadline = time.monotonic() + self.imaging_total_timeout_s
         images: list[DicomImage] = []
         warnings = list(patient.warnings)
-        for study in patient.imaging_studies:
+        studies = [
+            study
+            for study in patient.imaging_studies
+            if any(s.modality in IMAGE_MODALITIES and s.instances for s in study.series)
+        ]
+        for index, study in enumerate(studies):
+            label = _study_label(study)
+            remaining_instances = limits.max_instances - len(images)
+            remaining_s = deadline - time.monotonic()
+            if remaining_instances <= 0 or remaining_s <= 0:
+                reason = (
+                    f"max_instances ({limits.max_instances}) reached"
+                    if remaining_instances <= 0
+                    else f"deadline of {self.imaging_total_timeout_s:g} s reached"
+                )
+                warnings.append(f"imaging: {len(studies) - index} studies not retrieved: {reason}")
+                break
             address = _endpoint_address(client, study.endpoint_references)
             if address is None:
-                warnings.append(f"imaging: study {study.study_uid} has no DICOMweb endpoint")
+                warnings.append(f"imaging: study {label} has no DICOMweb endpoint")
                 continue
-            result = retrieve_study_images(study, address, session=None, limits=self.imaging_limits)
+            call_limits = dataclasses.replace(
+                limits,
+                max_instances=remaining_instances,
+                timeout_s=min(limits.timeout_s, remaining_s),
+            )
+            session = self.dicomweb.session_for(address, source.server, source.access_token)
+            result = retrieve_study_images(
+                study, address, session=session, limits=call_limits, modalities=IMAGE_MODALITIES
+            )
             images.extend(result.images)
-            warnings.extend(f"imaging: {s.uid}: {s.reason}" for s in result.skipped)
-            if len(images) >= self.imaging_limits.max_instances:
-                break
+            warnings.extend(f"imaging: {label}: {s.uid}: {s.reason}" for s in result.skipped)
         return dataclasses.replace(
             patient,
-            images=tuple(images[: self.imaging_limits.max_instances]),
+            images=tuple(images[: limits.max_instances]),
             warnings=tuple(warnings),
         )
+
+
+def _study_label(study: ImagingStudyRef) -> str:
+    """How a warning names a study: its DICOM UID, else its FHIR id (never ``None``)."""
+    if study.study_uid:
+        return study.study_uid
+    if study.resource_id:
+        return f"ImagingStudy/{study.resource_id}"
+    return "(ImagingStudy without UID or id)"
 
 
 def _binary_fetcher(client: FhirClient | None):  # type: ignore[no-untyped-def]

@@ -1,0 +1,165 @@
+"""`make bench-context`: time to build a PatientContext for every shared Synthea patient.
+
+Two paths, same loader (``fhir_adapters.PatientLoader``), all eight standard prefetch keys
+of ``PATIENT_CONTEXT_PREFETCH``:
+  * prefetch — the EHR sent everything: R4B parsing + extraction only;
+  * server   — the EHR sent nothing: the keys are fetched in parallel from the real FHIR
+               server (sekmet-fhir over HTTP on 127.0.0.1, started from the test cache),
+               then parsed.
+Writes the median / p95 / max per path into BENCHMARKS.md between its markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from fhir_adapters import (  # noqa: E402
+    PATIENT_CONTEXT_PREFETCH,
+    ClientSettings,
+    FhirSource,
+    PatientLoader,
+    PatientRequest,
+    PrefetchFetcher,
+    SessionPool,
+)
+from fhir_adapters.synthea import load_bundle, prefetch_for, resources_by_type  # noqa: E402
+from tests.conftest import SYNTHEA, synthea_bundles  # noqa: E402
+from tests.support.fhir_server import loaded_database, running_copy  # noqa: E402
+
+MARK_START, MARK_END = "<!-- context-bench:start -->", "<!-- context-bench:end -->"
+COMMAND = "make bench-context"
+
+
+def _request(patient_id: str, source: FhirSource, supplied: dict | None) -> PatientRequest:
+    return PatientRequest(
+        templates=PATIENT_CONTEXT_PREFETCH,
+        required=frozenset({"patient"}),
+        supplied=supplied,
+        context={"patientId": patient_id, "userId": "Practitioner/bench"},
+        source=source,
+    )
+
+
+def _summary(samples_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {
+        "n": len(ordered),
+        "median_ms": round(statistics.median(ordered), 1),
+        "p95_ms": round(p95, 1),
+        "max_ms": round(ordered[-1], 1),
+    }
+
+
+def run() -> dict:
+    bundles = synthea_bundles()
+    prefetches = []
+    for path in bundles:
+        resources = resources_by_type(load_bundle(path))
+        prefetches.append((resources["Patient"][0]["id"], prefetch_for(resources)))
+    resources_per_patient = [
+        sum(len(v["entry"]) for k, v in p.items() if k != "patient") + 1 for _, p in prefetches
+    ]
+    pool = SessionPool(ClientSettings())
+    results: dict[str, list[float]] = {"prefetch": [], "server": []}
+    fetch_ms: list[float] = []
+    with ThreadPoolExecutor(16) as executor:
+        loader = PatientLoader(pool, PrefetchFetcher(executor, deadline_s=10.0))
+        no_server = FhirSource(None)
+        for patient_id, prefetch in prefetches:  # warm-up: imports, model classes
+            loader.load(_request(patient_id, no_server, prefetch))
+            break
+        for patient_id, prefetch in prefetches:
+            started = time.perf_counter()
+            loader.load(_request(patient_id, no_server, prefetch))
+            results["prefetch"].append((time.perf_counter() - started) * 1000)
+        database = loaded_database(SYNTHEA)
+        with running_copy(database) as server:
+            source = FhirSource(server.base_url, server.token)
+            loader.load(_request(prefetches[0][0], source, None))  # warm connections
+            for patient_id, _ in prefetches:
+                started = time.perf_counter()
+                loaded = loader.load(_request(patient_id, source, None))
+                results["server"].append((time.perf_counter() - started) * 1000)
+                fetch_ms.append(max(o.ms or 0.0 for o in loaded.prefetch.outcomes))
+    pool.close()
+    return {
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {len_cpus()} cores, Python {platform.python_version()}",
+        "patients": len(prefetches),
+        "resources_per_patient_median": statistics.median(resources_per_patient),
+        "resources_per_patient_max": max(resources_per_patient),
+        "prefetch": _summary(results["prefetch"]),
+        "server": _summary(results["server"]),
+        "server_slowest_key": _summary(fetch_ms),
+    }
+
+
+def len_cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def markdown(result: dict) -> str:
+    rows = [
+        ("from prefetch (parse + extract)", result["prefetch"]),
+        ("from the FHIR server (fetch 8 keys in parallel + parse + extract)", result["server"]),
+        ("… of which the slowest key's fetch", result["server_slowest_key"]),
+    ]
+    table = "\n".join(
+        f"| {label} | {r['n']} | {r['median_ms']} | {r['p95_ms']} | {r['max_ms']} |"
+        for label, r in rows
+    )
+    return f"""{MARK_START}
+## PatientContext build (`{COMMAND}`)
+
+{result["when"]}, {result["machine"]}; {result["patients"]} shared Synthea patients, all eight
+standard prefetch keys (`PATIENT_CONTEXT_PREFETCH`); resources per patient: median
+{result["resources_per_patient_median"]}, max {result["resources_per_patient_max"]}. The FHIR
+server is sekmet-fhir 0.1.1 (FastAPI + SQLite, one process) on 127.0.0.1, searched with
+`_count=200` pages; each patient is loaded one after another (no concurrent load).
+
+| path | patients | median ms | p95 ms | max ms |
+| --- | ---: | ---: | ---: | ---: |
+{table}
+
+Reading it: building from the EHR's prefetch is dominated by `fhir.resources` (pydantic)
+validation of every resource; fetching adds the server's own search time, which for this
+single-process test server is most of the total. The 2-s prefetch deadline
+(`WARDROUND_PREFETCH_DEADLINE_S`) sits above the p95 of the slowest key's fetch.
+{MARK_END}"""
+
+
+def write(result: dict, path: Path) -> None:
+    text = path.read_text()
+    block = markdown(result)
+    if MARK_START in text:
+        before, rest = text.split(MARK_START, 1)
+        text = before + block + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--benchmarks", type=Path, default=REPO / "BENCHMARKS.md")
+    args = parser.parse_args()
+    result = run()
+    print(json.dumps(result, indent=2))
+    write(result, args.benchmarks)
+
+
+if __name__ == "__main__":
+    main()
