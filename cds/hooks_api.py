@@ -33,7 +33,7 @@ from fhir_adapters import (
     PrefetchUnavailable,
     invalid_draft_orders,
 )
-from fhir_adapters.prefetch import SUPPLIED, SUPPLIED_NULL
+from fhir_adapters.prefetch import FAILED, FETCHED, SUPPLIED, SUPPLIED_NULL, TIMED_OUT
 
 log = logging.getLogger("cds.hooks")
 bp = Blueprint("cds_hooks", __name__)
@@ -45,6 +45,14 @@ AUDIT_DOWN = "The audit log is unavailable, so no decision support was released.
 
 def _registry() -> ServiceRegistry:
     return current_app.extensions["wardround.registry"]
+
+
+def _observe_fetch(outcome: KeyOutcome) -> None:
+    resource_type = outcome.resource_type or "unknown"
+    if outcome.source == FETCHED and outcome.ms is not None:
+        metrics.FHIR_FETCH_SECONDS.labels(resource_type).observe(outcome.ms / 1000)
+    elif outcome.source in (FAILED, TIMED_OUT):
+        metrics.FHIR_FETCH_ERRORS.labels(resource_type, outcome.error or outcome.source).inc()
 
 
 def _loader() -> PatientLoader:
@@ -140,6 +148,7 @@ class _Outcome:
         self.prefetch_used = [o.key for o in outcomes if o.source in SUPPLIED_SOURCES]
         self.prefetch_record = []
         for key_outcome in outcomes:
+            _observe_fetch(key_outcome)
             entry = key_outcome.to_json()
             prefixes = (f"{key_outcome.key}.", f"{key_outcome.key}:")
             skipped = [w for w in warnings if w.startswith(prefixes)]

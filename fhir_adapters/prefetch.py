@@ -8,6 +8,7 @@ Missing keys are fetched in parallel under one deadline for the whole request.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Mapping
@@ -58,6 +59,11 @@ def render_template(template: str, context: Mapping[str, Any]) -> str:
     return TOKEN.sub(value, template)
 
 
+def template_type(template: str) -> str:
+    """The resource type a template reads or searches: its first path segment."""
+    return template.split("?", 1)[0].split("/", 1)[0]
+
+
 def is_read(url: str) -> bool:
     """``Type/id`` (an instance read) rather than a search."""
     return "?" not in url and url.count("/") == 1
@@ -69,6 +75,8 @@ class KeyOutcome:
 
     key: str
     source: str
+    #: The FHIR resource type the template asks for (``Patient``, ``Observation``, …).
+    resource_type: str | None = None
     ms: float | None = None
     pages: int | None = None
     entries: int | None = None
@@ -187,4 +195,10 @@ class PrefetchFetcher:
             else:
                 job.cancel()  # not started yet: never runs; running: finishes on its timeout
                 outcomes[key] = KeyOutcome(key, TIMED_OUT, ms=elapsed_ms, error="deadline")
-        return ResolvedPrefetch(data=data, outcomes=tuple(outcomes[key] for key in templates))
+        return ResolvedPrefetch(
+            data=data,
+            outcomes=tuple(
+                dataclasses.replace(outcomes[key], resource_type=template_type(templates[key]))
+                for key in templates
+            ),
+        )

@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from cds.audit.tables import Invocation
 from cds.demo import patient_view_request
@@ -103,9 +104,16 @@ def test_no_prefetch_and_no_fhir_server_is_412(hooks, database_url):
     assert response.json["reasons"] == {"patient": "no_fhir_server"}
 
 
+def _errors(resource_type: str, reason: str) -> float:
+    labels = {"resource_type": resource_type, "reason": reason}
+    return REGISTRY.get_sample_value("wardround_fhir_fetch_errors_total", labels) or 0.0
+
+
 def test_a_fhir_server_that_refuses_the_token_is_412(hooks, fhir_server, database_url):
+    before = _errors("Patient", "http_status")
     response = hooks.call(SERVICE, _request((), fhir_server.base_url, "not-the-token"))
     assert response.status_code == 412
+    assert _errors("Patient", "http_status") == before + 1
     assert response.json["reasons"] == {"patient": "http_status"}
     invocation = rows_of(database_url, Invocation)[-1]
     refused = {e["key"]: e.get("status") for e in invocation.prefetch_fetched}
