@@ -74,6 +74,7 @@ def _patient_loader(settings: Settings) -> PatientLoader:
         timeout=(settings.fhir_connect_timeout_s, settings.fhir_read_timeout_s),
         max_retry_after=settings.prefetch_deadline_s,
         max_pages=settings.fhir_max_pages,
+        pool_connections=settings.fetch_workers,
     )
     executor = ThreadPoolExecutor(settings.fetch_workers, thread_name_prefix="fhir-fetch")
     return PatientLoader(

@@ -73,6 +73,7 @@ def _patient_request(service: CdsService, hook_request: Any, context: Any) -> Pa
         draft_orders=getattr(context, "draftOrders", None),
         selections=tuple(getattr(context, "selections", ()) or ()),
         with_images=service.with_images,
+        started=g.started,
     )
 
 

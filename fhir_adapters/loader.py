@@ -79,6 +79,8 @@ class PatientRequest:
     draft_orders: Mapping[str, Any] | None = None
     selections: Sequence[str] = ()
     with_images: bool = False
+    #: ``time.perf_counter()`` when the hook call arrived: the fetch deadline counts from it.
+    started: float | None = None
 
 
 class PatientLoader:
@@ -115,7 +117,7 @@ class PatientLoader:
     def load(self, request: PatientRequest) -> LoadedPatient:
         client = self.client(request.source)
         resolved = self.fetcher.resolve(
-            request.templates, request.supplied, request.context, client
+            request.templates, request.supplied, request.context, client, request.started
         )
         unavailable = resolved.unavailable
         missing = sorted(request.required & set(unavailable))

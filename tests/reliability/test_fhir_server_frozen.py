@@ -1,0 +1,97 @@
+"""The EHR's FHIR server freezes (SIGSTOP) while the service fetches from it.
+
+Real processes, real signal: gunicorn serving patient-view calls that carry no prefetch
+(so every key is fetched from ``fhirServer``), and the real sekmet-fhir process stopped
+mid-load. Documented answer: the call that needs the patient answers 412 with
+``reasons: {"patient": "deadline"}`` within the prefetch deadline (+100 ms); calls that
+carry their own prefetch keep getting cards; after SIGCONT fetched calls succeed again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from cds.demo import patient_view_request
+from tests.conftest import synthea_bundles
+
+pytestmark = pytest.mark.fhir_server
+
+DEADLINE_S = 1.0
+SLACK_S = 0.1
+SERVICE = "patient-summary"
+CALLS = 24
+
+
+def _body(fhir_server, prefetched: bool, index: int) -> dict:
+    bundle = synthea_bundles()[index % 8]
+    body = patient_view_request(bundle, keys=None if prefetched else ())
+    if not prefetched:
+        del body["prefetch"]
+    body["fhirServer"] = fhir_server.base_url
+    body["fhirAuthorization"] = {
+        "access_token": fhir_server.token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "wardround",
+    }
+    return body
+
+
+def _call(server, token_for, body) -> tuple[int, float, dict]:
+    url = f"{server.base_url}/cds-services/{SERVICE}"
+    started = time.perf_counter()
+    response = requests.post(
+        url, json=body, headers={"Authorization": f"Bearer {token_for(url)}"}, timeout=30
+    )
+    return response.status_code, time.perf_counter() - started, response.json()
+
+
+def test_a_frozen_fhir_server_gives_412s_on_time_and_recovery_after_sigcont(
+    audit_db, start_server, token_for, fhir_server
+):
+    server = start_server(
+        audit_db,
+        WARDROUND_PREFETCH_DEADLINE_S=str(DEADLINE_S),
+        WARDROUND_FHIR_READ_TIMEOUT_S="2.0",
+    )
+    # Warm: every worker fetches once while the FHIR server is healthy.
+    for i in range(6):
+        status, _, body = _call(server, token_for, _body(fhir_server, False, i))
+        assert status == 200, body
+
+    pid = fhir_server.server.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            fetched = list(
+                pool.map(
+                    lambda i: _call(server, token_for, _body(fhir_server, False, i)), range(CALLS)
+                )
+            )
+            prefetched = list(
+                pool.map(lambda i: _call(server, token_for, _body(fhir_server, True, i)), range(8))
+            )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    for status, elapsed, body in fetched:
+        assert status == 412, body
+        assert body["reasons"] == {"patient": "deadline"}
+        assert elapsed < DEADLINE_S + SLACK_S, elapsed
+    assert {status for status, _, _ in prefetched} == {200}
+    assert all(elapsed < SLACK_S + 0.5 for _, elapsed, _ in prefetched)
+
+    # Recovery: fetch threads still blocked on the frozen server give up at their read
+    # timeout (2 s); after that, fetched calls answer normally again.
+    time.sleep(2.5)
+    for i in range(6):
+        status, elapsed, body = _call(server, token_for, _body(fhir_server, False, i))
+        assert status == 200, body
+        assert len(body["cards"]) == 1
