@@ -12,6 +12,7 @@ from fhir_adapters.context_builder import (
     build_patient_context,
     invalid_draft_orders,
 )
+from fhir_adapters.dicomweb_auth import DicomWebAccess, DicomWebConfigError, parse_dicomweb_access
 from fhir_adapters.fhir_client import ClientSettings, FhirClient, FhirError, SessionPool
 from fhir_adapters.loader import (
     FetchedDataInvalid,
@@ -35,6 +36,8 @@ from fhir_adapters.prefetch import KeyOutcome, PrefetchFetcher, ResolvedPrefetch
 __all__ = [
     "PATIENT_CONTEXT_PREFETCH",
     "ClientSettings",
+    "DicomWebAccess",
+    "DicomWebConfigError",
     "FetchedDataInvalid",
     "FhirClient",
     "FhirError",
@@ -55,6 +58,7 @@ __all__ = [
     "build_patient_context",
     "find_unstorable_text",
     "invalid_draft_orders",
+    "parse_dicomweb_access",
     "parse_resource",
     "parse_searchset",
     "printable_path",

@@ -225,12 +225,29 @@ def _binary_fetcher(client: FhirClient | None):  # type: ignore[no-untyped-def]
     return fetch
 
 
+#: Endpoint.connectionType codes that name a DICOMweb (WADO-RS) service.
+DICOMWEB_CONNECTION_TYPES = frozenset({"dicom-wado-rs"})
+
+
+def _is_dicomweb(endpoint: Mapping[str, Any]) -> bool:
+    """An active Endpoint whose connectionType is WADO-RS, with an absolute http(s) address."""
+    connection = endpoint.get("connectionType")
+    code = connection.get("code") if isinstance(connection, dict) else None
+    address = str(endpoint.get("address") or "")
+    return (
+        endpoint.get("resourceType") == "Endpoint"
+        and endpoint.get("status") == "active"
+        and code in DICOMWEB_CONNECTION_TYPES
+        and address.startswith(("http://", "https://"))
+    )
+
+
 def _endpoint_address(client: FhirClient, references: Sequence[str]) -> str | None:
     for reference in references:
         try:
             endpoint = client.get(reference)
         except FhirError:
             continue
-        if endpoint.get("resourceType") == "Endpoint" and endpoint.get("address"):
+        if _is_dicomweb(endpoint):
             return str(endpoint["address"])
     return None

@@ -483,3 +483,28 @@ def test_a_call_session_shares_the_pool_and_leaves_it_unchanged() -> None:
         assert prepared.headers["Authorization"].startswith("Basic ")
     finally:
         sessions.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "usable"),
+    [
+        ({}, True),
+        ({"status": "off"}, False),
+        ({"connectionType": {"code": "hl7-fhir-rest"}}, False),
+        ({"address": "file:///etc/passwd"}, False),
+        ({"resourceType": "Organization"}, False),
+    ],
+)
+def test_only_an_active_wado_rs_endpoint_is_used(change, usable):
+    from fhir_adapters.loader import _is_dicomweb
+
+    endpoint = {
+        "resourceType": "Endpoint",
+        "status": "active",
+        "connectionType": {
+            "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+            "code": "dicom-wado-rs",
+        },
+        "address": "https://pacs.example.org/dicom-web",
+    }
+    assert _is_dicomweb(endpoint | change) is usable

@@ -13,8 +13,8 @@ body is sent as JSON text to the real app and audit log (SQLite and PostgreSQL).
 * a bad Patient is a 400 that names ``prefetch.patient`` (or a 200 with the card when the
   mutation kept it valid FHIR).
 
-Only prefetch is mutated here: answers from the EHR's FHIR server (``fhirServer``) come
-with the FHIR adapters issue and get their own properties then.
+Only prefetch is mutated here: answers from the EHR's FHIR server (``fhirServer``) get the
+same mutations in ``test_fhir_answer_properties.py``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +41,8 @@ class FaultProxy:
         self.faults: deque[Fault] = deque()
         #: When set, every request not scripted gets this (e.g. a hang).
         self.default = PASS
+        #: When set, forwarded answers' bodies pass through it: (request path, body) → body.
+        self.transform: Callable[[str, bytes], bytes] | None = None
         self.requests: list[str] = []
         self._session = requests.Session()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -96,6 +98,8 @@ class FaultProxy:
                     return
                 mine = "/".join(proxy.base_url.split("/", 3)[:3])
                 body = answer.content.replace(upstream_origin.encode(), mine.encode())
+                if proxy.transform is not None:
+                    body = proxy.transform(self.path, body)
                 kept = [
                     (k, v)
                     for k, v in answer.headers.items()
