@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +44,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase, HTTPBasicAuth
+
+from fhir_adapters.fhir_client import OriginSessions, plain_session
 
 ENV_VAR = "WARDROUND_DICOMWEB_AUTH"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -287,33 +288,14 @@ class DicomWebSessions:
         max_origins: int = 32,
     ) -> None:
         self.access = access or DicomWebAccess()
-        self._pool_maxsize = pool_maxsize
-        self._max_origins = max_origins
-        self._sessions: OrderedDict[str, requests.Session] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _new_session(self) -> requests.Session:
-        session = requests.Session()
-        session.trust_env = False  # no proxies or .netrc credentials from the environment
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_maxsize)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        return session
+        self._sessions = OriginSessions(
+            lambda: plain_session(HTTPAdapter(pool_connections=1, pool_maxsize=pool_maxsize)),
+            max_origins,
+        )
 
     def pooled(self, address: str) -> requests.Session:
         """The shared session of ``address``'s origin (no credentials on it: do not add any)."""
-        origin = origin_of(address) or "other"
-        with self._lock:
-            session = self._sessions.get(origin)
-            if session is None:
-                session = self._new_session()
-                self._sessions[origin] = session
-                if len(self._sessions) > self._max_origins:
-                    _, evicted = self._sessions.popitem(last=False)
-                    evicted.close()
-            else:
-                self._sessions.move_to_end(origin)
-            return session
+        return self._sessions.session_for(address)
 
     def session_for(
         self, address: str, fhir_server: str | None, fhir_token: str | None
@@ -324,10 +306,7 @@ class DicomWebSessions:
         return _CallSession(self.pooled(address), auth)
 
     def close(self) -> None:
-        with self._lock:
-            for session in self._sessions.values():
-                session.close()
-            self._sessions.clear()
+        self._sessions.close()
 
 
 __all__ = [

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -90,38 +90,14 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-class SessionPool:
-    """One pooled ``requests.Session`` per FHIR server origin (LRU-bounded), thread-safe."""
+class OriginSessions:
+    """One pooled ``requests.Session`` per origin (LRU-bounded), thread-safe."""
 
-    def __init__(self, settings: ClientSettings, max_origins: int = 64) -> None:
-        self.settings = settings
+    def __init__(self, new_session: Callable[[], requests.Session], max_origins: int) -> None:
+        self._new_session = new_session
         self._max_origins = max_origins
         self._sessions: OrderedDict[str, requests.Session] = OrderedDict()
         self._lock = threading.Lock()
-
-    def _new_session(self) -> requests.Session:
-        retry = _BudgetedRetry(
-            total=self.settings.retries,
-            connect=self.settings.retries,
-            read=0,  # a read timeout already used the call's budget
-            status=self.settings.retries,
-            allowed_methods=frozenset({"GET"}),
-            status_forcelist=RETRY_STATUSES,
-            backoff_factor=self.settings.backoff_factor,
-            respect_retry_after_header=True,
-            raise_on_status=False,
-            max_wait=self.settings.max_retry_after,
-        )
-        adapter = HTTPAdapter(
-            max_retries=retry,
-            pool_connections=1,
-            pool_maxsize=self.settings.pool_connections,
-        )
-        session = requests.Session()
-        session.trust_env = False  # no proxies or .netrc credentials from the environment
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        return session
 
     def session_for(self, url: str) -> requests.Session:
         origin = _origin(url)
@@ -142,6 +118,44 @@ class SessionPool:
             for session in self._sessions.values():
                 session.close()
             self._sessions.clear()
+
+
+def plain_session(adapter: HTTPAdapter) -> requests.Session:
+    """A session using ``adapter`` for http and https, blind to proxy and .netrc settings."""
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class SessionPool(OriginSessions):
+    """The FHIR servers' sessions: retrying adapters, one pool per FHIR server origin."""
+
+    def __init__(self, settings: ClientSettings, max_origins: int = 64) -> None:
+        super().__init__(self._fhir_session, max_origins)
+        self.settings = settings
+
+    def _fhir_session(self) -> requests.Session:
+        retry = _BudgetedRetry(
+            total=self.settings.retries,
+            connect=self.settings.retries,
+            read=0,  # a read timeout already used the call's budget
+            status=self.settings.retries,
+            allowed_methods=frozenset({"GET"}),
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=self.settings.backoff_factor,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            max_wait=self.settings.max_retry_after,
+        )
+        return plain_session(
+            HTTPAdapter(
+                max_retries=retry,
+                pool_connections=1,
+                pool_maxsize=self.settings.pool_connections,
+            )
+        )
 
 
 def outcome_text(body: Any) -> str | None:

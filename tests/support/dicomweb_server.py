@@ -35,7 +35,7 @@ import pytest
 import requests
 
 from tests.support.dicom_fixtures import DicomFixtureSet, build_fixture_set
-from tests.support.live_server import free_port
+from tests.support.live_server import free_port, spawn
 
 ORTHANC_CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc", "/usr/local/bin/Orthanc")
 PLUGIN_CANDIDATES = (
@@ -69,14 +69,6 @@ def dicomweb_plugin() -> str:
         if Path(candidate).exists():
             return candidate
     raise OrthancUnavailable(f"Orthanc DICOMweb plugin not found; {INSTALL_HINT}")
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it if the process that started it dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class OrthancServer:
@@ -133,16 +125,7 @@ class OrthancServer:
     def start(self, timeout: float = 60) -> OrthancServer:
         self.config_path.write_text(json.dumps(self.config(), indent=2))
         self.config_path.chmod(0o600)  # it holds the password
-        with self.logfile.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, str(self.config_path)],
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        self.proc = spawn([self.binary, str(self.config_path)], self.workdir, self.logfile)
         try:
             self.wait_ready(timeout)
         except BaseException:

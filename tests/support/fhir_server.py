@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.live_server import REPO, free_port, rss_kib
+from tests.support.live_server import REPO, free_port, rss_kib, spawn
 
 SEKMET_VENV = REPO / ".venv-sekmet"
 SEKMET_BIN = SEKMET_VENV / "bin" / "sekmet"
@@ -51,14 +51,6 @@ class FhirServerError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- the server
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it if the process that started it dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def settings_yaml(base_url: str, port: int, workdir: Path, db_path: Path, token: str) -> str:
     """sekmet settings (YAML is a superset of JSON): only what the adapter tests need."""
     settings: dict[str, Any] = {
@@ -114,17 +106,7 @@ class FhirTestServer:
         )
         command = [str(SEKMET_BIN), "serve", "--config", str(self.config)]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        with self.logfile.open("ab") as log:
-            self.proc = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                env=_sekmet_env(self.config),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        self.proc = spawn(command, self.workdir, self.logfile, _sekmet_env(self.config))
         try:
             self.wait_ready(timeout)
         except BaseException:

@@ -88,6 +88,24 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def spawn(
+    command: list[str], cwd: Path, logfile: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A test server process: output appended to ``logfile``, its own process group (so
+    teardown can kill it whole), SIGTERMed if the test process dies."""
+    with logfile.open("ab") as log:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+
 #: The runner's own service settings, which ``clean_env`` keeps away from the server.
 SERVICE_SETTINGS = ("WARDROUND_", "PROMETHEUS_", "DATABASE_URL")
 
@@ -154,17 +172,8 @@ class GunicornServer:
         return self.proc.pid
 
     def start(self, timeout: float = 60) -> GunicornServer:
-        with self.logfile.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [gunicorn_binary(), "-c", "gunicorn.conf.py", self.app],
-                cwd=REPO,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: teardown can kill it whole
-                preexec_fn=_die_with_parent,
-            )
+        command = [gunicorn_binary(), "-c", "gunicorn.conf.py", self.app]
+        self.proc = spawn(command, REPO, self.logfile, self.env)
         try:
             self.wait_ready(timeout)
         except BaseException:
