@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ import pytest
 import requests
 
 from tests.support.dicom_fixtures import DicomFixtureSet, build_fixture_set
-from tests.support.live_server import free_port, spawn
+from tests.support.live_server import ServerProcess, free_port, spawn
 
 ORTHANC_CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc", "/usr/local/bin/Orthanc")
 PLUGIN_CANDIDATES = (
@@ -71,7 +70,7 @@ def dicomweb_plugin() -> str:
     raise OrthancUnavailable(f"Orthanc DICOMweb plugin not found; {INSTALL_HINT}")
 
 
-class OrthancServer:
+class OrthancServer(ServerProcess):
     """``Orthanc config.json`` in ``workdir`` on a free 127.0.0.1 port. No pytest in here."""
 
     def __init__(self, workdir: Path, binary: str | None = None, plugin: str | None = None):
@@ -163,26 +162,6 @@ class OrthancServer:
             raise RuntimeError(f"Orthanc refused an object: HTTP {response.status_code}")
         answer: dict[str, Any] = response.json()
         return answer
-
-    def stop(self, timeout: float = 15) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        return self.proc.returncode
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
 
 
 @dataclass(frozen=True)

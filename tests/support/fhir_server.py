@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -34,7 +33,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.live_server import REPO, free_port, rss_kib, spawn
+from tests.support.live_server import REPO, ServerProcess, free_port, rss_kib, spawn
 
 SEKMET_VENV = REPO / ".venv-sekmet"
 SEKMET_BIN = SEKMET_VENV / "bin" / "sekmet"
@@ -81,7 +80,7 @@ def _sekmet_env(config: Path) -> dict[str, str]:
     return env
 
 
-class FhirTestServer:
+class FhirTestServer(ServerProcess):
     """``sekmet serve`` on a free 127.0.0.1 port, in ``workdir``, serving ``db_path``."""
 
     def __init__(self, workdir: Path, db_path: Path, token: str | None = None) -> None:
@@ -131,22 +130,6 @@ class FhirTestServer:
             time.sleep(0.2)
         raise FhirServerError(f"sekmet did not answer within {timeout} s:\n{self.log_tail()}")
 
-    def stop(self, timeout: float = 15) -> None:
-        """SIGTERM, then SIGKILL for the whole process group after ``timeout`` seconds."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
     def restart(self, timeout: float = 60) -> FhirTestServer:
         """Stop and start again on the same port, database and token."""
         self.stop()
@@ -154,18 +137,6 @@ class FhirTestServer:
 
     def rss_kib(self) -> int:
         return rss_kib(self.proc.pid) if self.proc and self.proc.poll() is None else 0
-
-    def log_tail(self, chars: int = 6000) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def __enter__(self) -> FhirTestServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------- the loader

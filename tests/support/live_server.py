@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import requests
 
@@ -116,7 +116,48 @@ def _inherited_env(clean: bool) -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith(dropped)}
 
 
-class GunicornServer:
+class ServerProcess:
+    """What the test servers share: a process started by :func:`spawn`, stopped whole."""
+
+    proc: subprocess.Popen[bytes] | None
+    logfile: Path
+
+    def start(self, timeout: float = 60) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 15) -> int | None:
+        """SIGTERM; SIGKILL the whole process group after ``timeout`` seconds. Children that
+        outlived the process (they should not) go too."""
+        if self.proc is None:
+            return None
+        pgid = self.proc.pid
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+                self.proc.wait(10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        return self.proc.returncode
+
+    def log_tail(self, chars: int = 6000) -> str:
+        try:
+            return self.logfile.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class GunicornServer(ServerProcess):
     """``gunicorn -c gunicorn.conf.py <app>``, configured only through the environment.
 
     ``database_url`` and ``trusted_issuers`` may be None for an app that needs neither
@@ -206,34 +247,3 @@ class GunicornServer:
     def rss_kib(self) -> dict[int, int]:
         """VmRSS of the master and of each worker, by pid."""
         return {pid: rss_kib(pid) for pid in [self.master_pid, *self.worker_pids()]}
-
-    def stop(self, timeout: float = 15) -> int | None:
-        """SIGTERM the master; SIGKILL the whole process group after ``timeout`` seconds."""
-        if self.proc is None:
-            return None
-        pgid = self.proc.pid
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, signal.SIGKILL)
-                self.proc.wait(10)
-        # Workers that outlived their master (they should not) go too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-        return self.proc.returncode
-
-    def log_tail(self, chars: int = 6000) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def __enter__(self) -> GunicornServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
