@@ -234,6 +234,20 @@ def synthea_bundles() -> list[Path]:
     return bundles
 
 
+@pytest.fixture(scope="session")
+def source_images() -> Any:
+    """PneumoniaMNIST ``train_images`` (what the DICOM fixtures wrap), read independently."""
+    import numpy as np
+
+    npz = SHARED_DATA / "pneumoniamnist" / "pneumoniamnist_28_dev.npz"
+    if not npz.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared data missing: {npz} (required under CI)")
+        pytest.skip(f"shared data missing: {npz}")
+    with np.load(npz) as data:
+        return data["train_images"]
+
+
 @pytest.fixture
 def patient_view_request() -> dict[str, Any]:
     """A real patient-view request: prefetch from the first shared Synthea patient."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 import socket
 import threading
 import time
@@ -35,7 +34,6 @@ from fhir_adapters.imaging import (
     retrieve_study_images,
 )
 from fhir_adapters.parsing import ResourceInvalid, parse_resource
-from tests.conftest import SHARED_DATA
 from tests.support.dicom_fixtures import (
     NARROW_WINDOW,
     FixtureInstance,
@@ -47,18 +45,6 @@ from tests.support.dicom_fixtures import (
 from tests.support.dicomweb_server import DicomWebServer
 
 dicomweb = pytest.mark.dicomweb
-
-
-@pytest.fixture(scope="module")
-def source_images() -> np.ndarray:
-    """PneumoniaMNIST train_images, read here independently of the fixture builder."""
-    npz = SHARED_DATA / "pneumoniamnist" / "pneumoniamnist_28_dev.npz"
-    if not npz.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"shared data missing: {npz} (required under CI)")
-        pytest.skip(f"shared data missing: {npz}")
-    with np.load(npz) as data:
-        return data["train_images"]
 
 
 @pytest.fixture

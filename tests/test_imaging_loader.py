@@ -47,7 +47,6 @@ from fhir_adapters.dicomweb_auth import (
     parse_dicomweb_access,
 )
 from fhir_adapters.imaging import ImagingLimits
-from tests.conftest import SHARED_DATA
 from tests.support.dicom_fixtures import FixtureStudy
 from tests.support.dicomweb_server import DicomWebServer
 from tests.support.fhir_server import FhirServer
@@ -169,17 +168,6 @@ def stored(fhir_server: FhirServer, dicomweb_server: DicomWebServer) -> Iterator
             _put(fhir_server, original)
         deleted = _fhir(fhir_server, "DELETE", f"Endpoint/{endpoint_id}")
         assert deleted.status_code in (200, 204), deleted.text[:2000]
-
-
-@pytest.fixture(scope="module")
-def source_images() -> np.ndarray:
-    npz = SHARED_DATA / "pneumoniamnist" / "pneumoniamnist_28_dev.npz"
-    if not npz.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"shared data missing: {npz} (required under CI)")
-        pytest.skip(f"shared data missing: {npz}")
-    with np.load(npz) as data:
-        return data["train_images"]
 
 
 @pytest.fixture(scope="module")
