@@ -56,6 +56,11 @@ bench: $(STAMP)
 bench-context: $(STAMP) test-services
 	$(BIN)/python benchmarks/patient_context.py
 
+# A FHIR server with the shared Synthea patients on 127.0.0.1:8090, to try self-fetch.
+.PHONY: demo-fhir
+demo-fhir: $(STAMP) test-services
+	$(BIN)/python scripts/demo_fhir_server.py --port $(or $(FHIR_PORT),8090)
+
 # Long schemathesis run against a real gunicorn server; figures in BENCHMARKS.md ("Fuzzing").
 FUZZ_CASES ?= 2400
 .PHONY: fuzz

@@ -83,12 +83,14 @@ def _sekmet_env(config: Path) -> dict[str, str]:
 class FhirTestServer(ServerProcess):
     """``sekmet serve`` on a free 127.0.0.1 port, in ``workdir``, serving ``db_path``."""
 
-    def __init__(self, workdir: Path, db_path: Path, token: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, db_path: Path, token: str | None = None, port: int | None = None
+    ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db_path = db_path
         self.token = token or secrets.token_urlsafe(32)
-        self.port = free_port()
+        self.port = port or free_port()
         self.root_url = f"http://127.0.0.1:{self.port}"
         self.base_url = f"{self.root_url}/fhir"
         self.config = workdir / "settings.yaml"
@@ -324,13 +326,13 @@ def _prune_dead_sessions() -> None:
 
 
 @contextlib.contextmanager
-def running_copy(database: LoadedDatabase) -> Iterator[FhirTestServer]:
+def running_copy(database: LoadedDatabase, port: int | None = None) -> Iterator[FhirTestServer]:
     """A server on a private copy of ``database``: writes never reach the cache."""
     prefix = f"session-{os.getpid()}-"
     with tempfile.TemporaryDirectory(prefix=prefix, dir=CACHE_ROOT) as workdir:
         db_copy = Path(workdir) / DB_NAME
         shutil.copyfile(database.path, db_copy)
-        with FhirTestServer(Path(workdir), db_copy) as server:
+        with FhirTestServer(Path(workdir), db_copy, port=port) as server:
             yield server
 
 
