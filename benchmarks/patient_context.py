@@ -12,20 +12,23 @@ Writes the median / p95 / max per path into BENCHMARKS.md between its markers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fhir_adapters import (  # noqa: E402
+from fhir_adapters import (  # noqa: E402  # noqa: E402
     PATIENT_CONTEXT_PREFETCH,
     ClientSettings,
     FhirSource,
@@ -33,6 +36,8 @@ from fhir_adapters import (  # noqa: E402
     PatientRequest,
     PrefetchFetcher,
     SessionPool,
+    context_builder,
+    parsing,
 )
 from fhir_adapters.synthea import load_bundle, prefetch_for, resources_by_type  # noqa: E402
 from tests.conftest import SYNTHEA, synthea_bundles  # noqa: E402
@@ -50,6 +55,29 @@ def _request(patient_id: str, source: FhirSource, supplied: dict | None) -> Pati
         context={"patientId": patient_id, "userId": "Practitioner/bench"},
         source=source,
     )
+
+
+@contextlib.contextmanager
+def _timing_parses() -> Iterator[list[float]]:
+    """Seconds spent in ``parsing.parse_resource`` (fhir.resources validation) meanwhile."""
+    spent = [0.0]
+    original = parsing.parse_resource
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    modules = (parsing, context_builder)
+    for module in modules:
+        module.parse_resource = timed  # type: ignore[attr-defined]
+    try:
+        yield spent
+    finally:
+        for module in modules:
+            module.parse_resource = original  # type: ignore[attr-defined]
 
 
 def _summary(samples_ms: list[float]) -> dict[str, float]:
@@ -81,10 +109,12 @@ def run() -> dict:
         for patient_id, prefetch in prefetches:  # warm-up: imports, model classes
             loader.load(_request(patient_id, no_server, prefetch))
             break
-        for patient_id, prefetch in prefetches:
-            started = time.perf_counter()
-            loader.load(_request(patient_id, no_server, prefetch))
-            results["prefetch"].append((time.perf_counter() - started) * 1000)
+        with _timing_parses() as parse_seconds:
+            for patient_id, prefetch in prefetches:
+                started = time.perf_counter()
+                loader.load(_request(patient_id, no_server, prefetch))
+                results["prefetch"].append((time.perf_counter() - started) * 1000)
+        parse_share = parse_seconds[0] * 1000 / sum(results["prefetch"])
         database = loaded_database(SYNTHEA)
         with running_copy(database) as server:
             source = FhirSource(server.base_url, server.token)
@@ -102,6 +132,7 @@ def run() -> dict:
         "resources_per_patient_median": statistics.median(resources_per_patient),
         "resources_per_patient_max": max(resources_per_patient),
         "prefetch": _summary(results["prefetch"]),
+        "prefetch_parse_share": round(parse_share * 100, 1),
         "server": _summary(results["server"]),
         "server_slowest_key": _summary(fetch_ms),
     }
@@ -135,7 +166,8 @@ server is sekmet-fhir 0.1.1 (FastAPI + SQLite, one process) on 127.0.0.1, search
 {table}
 
 Reading it: building from the EHR's prefetch is dominated by `fhir.resources` (pydantic)
-validation of every resource; fetching adds the server's own search time, which for this
+validation of every resource ({result["prefetch_parse_share"]} % of the prefetch path's time
+is spent in `parse_resource`); fetching adds the server's own search time, which for this
 single-process test server is most of the total. The 2-s prefetch deadline
 (`WARDROUND_PREFETCH_DEADLINE_S`) sits above the p95 of the slowest key's fetch.
 {MARK_END}"""
