@@ -56,6 +56,11 @@ bench: $(STAMP)
 bench-context: $(STAMP) test-services
 	$(BIN)/python benchmarks/patient_context.py
 
+# order-sign latency with full prefetch and drug checks per second → BENCHMARKS.md.
+.PHONY: bench-drug
+bench-drug: $(STAMP)
+	$(BIN)/python benchmarks/drug_safety.py
+
 # A FHIR server with the shared Synthea patients on 127.0.0.1:8090, to try self-fetch.
 .PHONY: demo-fhir
 demo-fhir: $(STAMP) test-services

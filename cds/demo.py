@@ -97,3 +97,69 @@ def patient_view_request(
         "context": {"userId": user_id, "patientId": patient["id"]},
         "prefetch": {key: prefetch[key] for key in wanted},
     }
+
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+
+def draft_medication_request(
+    patient_id: str,
+    rxnorm: tuple[str, str],
+    dose: tuple[float, str] | None = None,
+    per_day: tuple[int, float, str] | None = None,
+    order_id: str | None = None,
+) -> dict[str, Any]:
+    """A draft MedicationRequest as an EHR puts it in ``draftOrders``.
+
+    ``rxnorm``: (code, display); ``dose``: (value, unit code, e.g. "TAB" or "mg");
+    ``per_day``: (frequency, period, periodUnit), e.g. (1, 6, "h") for every 6 hours.
+    """
+    instruction: dict[str, Any] = {}
+    if per_day is not None:
+        frequency, period, unit = per_day
+        instruction["timing"] = {
+            "repeat": {"frequency": frequency, "period": period, "periodUnit": unit}
+        }
+    if dose is not None:
+        value, code = dose
+        quantity = {"value": value, "unit": code.lower(), "code": code}
+        if code.isupper():  # an orderable drug form (TAB, CAP), not a UCUM unit
+            quantity["system"] = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
+        else:
+            quantity["system"] = "http://unitsofmeasure.org"
+        instruction["doseAndRate"] = [{"doseQuantity": quantity}]
+    order: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "id": order_id or str(uuid.uuid4()),
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": rxnorm[0], "display": rxnorm[1]}],
+            "text": rxnorm[1],
+        },
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }
+    if instruction:
+        order["dosageInstruction"] = [instruction]
+    return order
+
+
+def order_request(
+    bundle_path: Path,
+    hook: str,
+    drafts: list[dict[str, Any]],
+    selections: list[str] | None = None,
+    keys: Iterable[str] = ("patient", "medications", "allergies", "observations"),
+) -> dict[str, Any]:
+    """An ``order-select`` / ``order-sign`` request for a Synthea patient with ``drafts``."""
+    base = patient_view_request(bundle_path, keys=keys)
+    context = base["context"] | {
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": draft} for draft in drafts],
+        }
+    }
+    if hook == "order-select":
+        context["selections"] = selections or [f"MedicationRequest/{drafts[-1]['id']}"]
+    return {**base, "hook": hook, "context": context}

@@ -9,6 +9,7 @@ from cds.audit import verify_chain
 from cds.cards import Card
 from cds.demo import patient_view_request
 from cds.hook_request import parse_hook_request
+from cds.services import BUILT_IN_SERVICES
 from cds.services.patient_summary import SERVICE, summarise
 from cds.services.registry import HookCall
 from fhir_adapters import build_patient_context
@@ -84,7 +85,7 @@ def test_discovery_is_generated_from_the_registry(client, mint):
         "/cds-services", headers={"Authorization": f"Bearer {mint('/cds-services')}"}
     )
     assert response.status_code == 200
-    assert response.json == {"services": [SERVICE.discovery_entry()]}
+    assert response.json == {"services": [s.discovery_entry() for s in BUILT_IN_SERVICES]}
     entry = response.json["services"][0]
     assert entry["hook"] == "patient-view" and entry["id"] == "patient-summary"
     assert entry["prefetch"]["patient"] == "Patient/{{context.patientId}}"
