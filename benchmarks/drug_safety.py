@@ -33,6 +33,7 @@ from jwt.algorithms import ECAlgorithm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.report import write_block  # noqa: E402
 from cds.demo import draft_medication_request, order_request  # noqa: E402
 from cds.migrate import upgrade  # noqa: E402
 from fhir_adapters import build_patient_context  # noqa: E402
@@ -162,17 +163,6 @@ identified ingredients), so the latency is mostly the PatientContext build measu
 {MARK_END}"""
 
 
-def write(result: dict, path: Path) -> None:
-    text = path.read_text()
-    block = markdown(result)
-    if MARK_START in text:
-        before, rest = text.split(MARK_START, 1)
-        text = before + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--benchmarks", type=Path, default=REPO / "BENCHMARKS.md")
@@ -191,7 +181,7 @@ def main() -> None:
         "checks": checks,
     }
     print(json.dumps(result, indent=2))
-    write(result, args.benchmarks)
+    write_block(args.benchmarks, MARK_START, MARK_END, markdown(result))
 
 
 if __name__ == "__main__":

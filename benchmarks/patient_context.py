@@ -28,6 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.report import write_block  # noqa: E402
 from fhir_adapters import (  # noqa: E402  # noqa: E402
     PATIENT_CONTEXT_PREFETCH,
     ClientSettings,
@@ -173,24 +174,13 @@ single-process test server is most of the total. The 2-s prefetch deadline
 {MARK_END}"""
 
 
-def write(result: dict, path: Path) -> None:
-    text = path.read_text()
-    block = markdown(result)
-    if MARK_START in text:
-        before, rest = text.split(MARK_START, 1)
-        text = before + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--benchmarks", type=Path, default=REPO / "BENCHMARKS.md")
     args = parser.parse_args()
     result = run()
     print(json.dumps(result, indent=2))
-    write(result, args.benchmarks)
+    write_block(args.benchmarks, MARK_START, MARK_END, markdown(result))
 
 
 if __name__ == "__main__":

@@ -16,23 +16,10 @@ from models.drug.allergy import (
     find_allergy_conflicts,
     resolve_allergen,
 )
-from models.drug.normalise import CLASS_VOCABULARY, DrugIdentity, ingredient_classes
+from models.drug.normalise import CLASS_VOCABULARY, DrugIdentity
+from tests.drug.identities import drug
 
 SHARED_SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-r4"
-
-
-def drug(label: str, *ingredients: str, identified: bool = True) -> DrugIdentity:
-    classes = frozenset().union(*(ingredient_classes(i) for i in ingredients))
-    return DrugIdentity(
-        label=label,
-        ingredients=ingredients,
-        classes=classes,
-        atc=(),
-        rxcui=None,
-        strengths_mg={},
-        dose_form="tablet",
-        identified=identified,
-    )
 
 
 def allergy(

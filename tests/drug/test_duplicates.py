@@ -3,22 +3,8 @@
 from __future__ import annotations
 
 from models.drug.duplicates import DUPLICATE_CLASSES, find_duplicates
-from models.drug.normalise import CLASS_VOCABULARY, DrugIdentity, ingredient_classes
-
-
-def drug(label: str, *ingredients: str, identified: bool = True) -> DrugIdentity:
-    classes = frozenset().union(*(ingredient_classes(i) for i in ingredients))
-    return DrugIdentity(
-        label=label,
-        ingredients=ingredients,
-        classes=classes,
-        atc=(),
-        rxcui=None,
-        strengths_mg={},
-        dose_form="tablet",
-        identified=identified,
-    )
-
+from models.drug.normalise import CLASS_VOCABULARY
+from tests.drug.identities import drug
 
 IBUPROFEN = drug("Ibuprofen 400 MG Oral Tablet", "ibuprofen")
 NAPROXEN = drug("Naproxen 500 MG Oral Tablet", "naproxen")

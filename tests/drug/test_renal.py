@@ -13,7 +13,7 @@ from fhir_adapters.patient_context import (
     Quantity,
     frozen_mapping,
 )
-from models.drug.normalise import CLASS_VOCABULARY, DrugIdentity, ingredient_classes
+from models.drug.normalise import CLASS_VOCABULARY
 from models.drug.renal import (
     KNOWLEDGE,
     MAX_AGE_DAYS,
@@ -22,22 +22,9 @@ from models.drug.renal import (
     kidney_function,
     renal_rules,
 )
+from tests.drug.identities import drug
 
 TODAY = date(2024, 6, 1)
-
-
-def drug(label: str, *ingredients: str, identified: bool = True) -> DrugIdentity:
-    classes = frozenset().union(*(ingredient_classes(i) for i in ingredients))
-    return DrugIdentity(
-        label=label,
-        ingredients=ingredients,
-        classes=classes,
-        atc=(),
-        rxcui=None,
-        strengths_mg={},
-        dose_form="tablet",
-        identified=identified,
-    )
 
 
 def at(day: str) -> datetime:
