@@ -31,6 +31,7 @@ from cds.config import ConfigError, Settings
 from cds.db import make_engine, make_sessionmaker
 from cds.security import AuthError, JwtVerifier, load_trusted_issuers
 from cds.security.replay_store import DatabaseReplayStore
+from cds.services import BUILT_IN_SERVICES
 from tests.conftest import (
     BASE_URL,
     ISSUER,
@@ -438,7 +439,7 @@ def test_a_valid_token_is_accepted(
     response = discover(client, token)
     assert response.status_code == 200
     assert "WWW-Authenticate" not in response.headers
-    assert [s["id"] for s in response.get_json()["services"]] == ["patient-summary"]
+    assert [s["id"] for s in response.get_json()["services"]] == [s.id for s in BUILT_IN_SERVICES]
 
 
 def test_a_valid_token_reaches_the_service(client: FlaskClient, mint: Mint) -> None:
