@@ -163,6 +163,12 @@ class _Outcome:
         self.body = {"error": code, "message": message, **extra}
 
 
+def _invalid_prefetch(outcome: _Outcome, key: str, message: str) -> None:
+    field_name = f"prefetch.{key}"
+    outcome.fail(400, "invalid_prefetch", message, field=field_name)
+    outcome.error_detail = f"{field_name}: {message}"
+
+
 def _run_service(service: CdsService, body: Any, outcome: _Outcome, invocation: Invocation) -> None:
     try:
         hook_request, context = parse_hook_request(body, service.hook)
@@ -204,13 +210,17 @@ def _run_service(service: CdsService, body: Any, outcome: _Outcome, invocation: 
         outcome.body = {"cards": []}  # the EHR has no such patient: nothing to say
         return
     except PrefetchDataInvalid as exc:
-        field_name = f"prefetch.{exc.key}"
-        outcome.fail(400, "invalid_prefetch", str(exc), field=field_name)
-        outcome.error_detail = f"{field_name}: {exc}"
+        _invalid_prefetch(outcome, exc.key, str(exc))
         return
     except FetchedDataInvalid as exc:
         message = f"the FHIR server's {exc.key} is not usable FHIR R4: {exc}"
         outcome.fail(412, "prefetch_required", message, missing=[exc.key])
+        return
+    except Exception as exc:  # a defect in the adapters: audited, never a bare 500
+        log.error(
+            "patient data failed", extra={"service_id": service.id, "error": type(exc).__name__}
+        )
+        outcome.fail(500, "service_error", "the service failed to read the patient's data")
         return
     outcome.record_prefetch(loaded.prefetch.outcomes, loaded.patient.warnings)
     if loaded.patient.warnings:
@@ -229,9 +239,7 @@ def _run_service(service: CdsService, body: Any, outcome: _Outcome, invocation: 
             result = service.handler(call)
         response = CdsResponse(cards=result.cards, systemActions=result.system_actions)
     except PrefetchInvalid as exc:
-        field_name = f"prefetch.{exc.key}"
-        outcome.fail(400, "invalid_prefetch", str(exc), field=field_name)
-        outcome.error_detail = f"{field_name}: {exc}"
+        _invalid_prefetch(outcome, exc.key, str(exc))
         return
     except Exception as exc:  # a defect in a service: audited, never a bare 500
         # The exception text may quote patient data (pydantic does): log its type only.

@@ -232,3 +232,23 @@ def test_wrong_method_is_405_json(client, mint):
 def test_hook_instance_is_uuid_checked_not_trusted(hooks, patient_view_request):
     request = _with(patient_view_request, "hookInstance", str(uuid.uuid4()).upper())
     assert hooks.call("patient-summary", request).status_code == 200
+
+
+def test_a_defect_in_the_adapters_is_an_audited_500_not_a_crash(
+    app, hooks, patient_view_request, database_url, monkeypatch, caplog
+):
+    """FAULT INJECTED (a named test double): the loader raises an unexpected error, which
+    real inputs cannot cause. The call is still audited and answered with a clear 500."""
+    from cds.audit.tables import Invocation
+    from tests.test_audit_log import rows_of
+
+    def broken(request):  # type: ignore[no-untyped-def]
+        raise RuntimeError("Jane Doe, born 1970-01-01")  # text that must not reach the logs
+
+    monkeypatch.setattr(app.extensions["wardround.patient_loader"], "load", broken)
+    response = hooks.call("patient-summary", patient_view_request)
+    assert response.status_code == 500
+    assert response.json["error"] == "service_error"
+    [invocation] = rows_of(database_url, Invocation)
+    assert (invocation.status_code, invocation.error_code) == (500, "service_error")
+    assert "Jane" not in caplog.text and "RuntimeError" in caplog.text
