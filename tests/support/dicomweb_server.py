@@ -34,7 +34,7 @@ import pytest
 import requests
 
 from tests.support.dicom_fixtures import DicomFixtureSet, build_fixture_set
-from tests.support.live_server import ServerProcess, free_port, spawn
+from tests.support.live_server import ServerProcess, free_port
 
 ORTHANC_CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc", "/usr/local/bin/Orthanc")
 PLUGIN_CANDIDATES = (
@@ -72,6 +72,9 @@ def dicomweb_plugin() -> str:
 
 class OrthancServer(ServerProcess):
     """``Orthanc config.json`` in ``workdir`` on a free 127.0.0.1 port. No pytest in here."""
+
+    name = "Orthanc"
+    poll_s = 0.05
 
     def __init__(self, workdir: Path, binary: str | None = None, plugin: str | None = None):
         self.binary = binary or orthanc_binary()
@@ -124,31 +127,18 @@ class OrthancServer(ServerProcess):
     def start(self, timeout: float = 60) -> OrthancServer:
         self.config_path.write_text(json.dumps(self.config(), indent=2))
         self.config_path.chmod(0o600)  # it holds the password
-        self.proc = spawn([self.binary, str(self.config_path)], self.workdir, self.logfile)
-        try:
-            self.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self.launch([self.binary, str(self.config_path)], self.workdir, None, timeout)
 
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with self.session() as session:
-            while time.monotonic() < deadline:
-                assert self.proc is not None
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"Orthanc exited {self.proc.returncode}:\n{self.log_tail()}")
-                with contextlib.suppress(requests.RequestException):
-                    if session.get(f"{self.orthanc_url}/system", timeout=2).ok:
-                        plugins = session.get(f"{self.orthanc_url}/plugins", timeout=5).json()
-                        if "dicom-web" not in plugins:
-                            raise RuntimeError(
-                                f"Orthanc runs without its DICOMweb plugin:\n{self.log_tail()}"
-                            )
-                        return
-                time.sleep(0.05)
-        raise TimeoutError(f"Orthanc did not answer within {timeout} s:\n{self.log_tail()}")
+    def ready(self) -> bool:
+        with self.session() as session, contextlib.suppress(requests.RequestException):
+            if session.get(f"{self.orthanc_url}/system", timeout=2).ok:
+                plugins = session.get(f"{self.orthanc_url}/plugins", timeout=5).json()
+                if "dicom-web" not in plugins:
+                    raise RuntimeError(
+                        f"Orthanc runs without its DICOMweb plugin:\n{self.log_tail()}"
+                    )
+                return True
+        return False
 
     def store(self, session: requests.Session, data: bytes) -> dict[str, Any]:
         """``POST /instances``: Orthanc's own upload (it answers 200 with the instance ids)."""

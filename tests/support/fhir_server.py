@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.live_server import REPO, ServerProcess, free_port, rss_kib, spawn
+from tests.support.live_server import REPO, ServerProcess, free_port, rss_kib
 
 SEKMET_VENV = REPO / ".venv-sekmet"
 SEKMET_BIN = SEKMET_VENV / "bin" / "sekmet"
@@ -83,6 +83,9 @@ def _sekmet_env(config: Path) -> dict[str, str]:
 class FhirTestServer(ServerProcess):
     """``sekmet serve`` on a free 127.0.0.1 port, in ``workdir``, serving ``db_path``."""
 
+    name = "sekmet"
+    poll_s = 0.2
+
     def __init__(
         self, workdir: Path, db_path: Path, token: str | None = None, port: int | None = None
     ) -> None:
@@ -107,30 +110,13 @@ class FhirTestServer(ServerProcess):
         )
         command = [str(SEKMET_BIN), "serve", "--config", str(self.config)]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = spawn(command, self.workdir, self.logfile, _sekmet_env(self.config))
-        try:
-            self.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self.launch(command, self.workdir, _sekmet_env(self.config), timeout)
 
-    def answers(self) -> bool:
+    def ready(self) -> bool:
         try:
             return requests.get(f"{self.base_url}/metadata", timeout=2).status_code == 200
         except requests.RequestException:
             return False
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise FhirServerError(f"sekmet exited {self.proc.returncode}:\n{self.log_tail()}")
-            if self.answers():
-                return
-            time.sleep(0.2)
-        raise FhirServerError(f"sekmet did not answer within {timeout} s:\n{self.log_tail()}")
 
     def restart(self, timeout: float = 60) -> FhirTestServer:
         """Stop and start again on the same port, database and token."""

@@ -121,9 +121,40 @@ class ServerProcess:
 
     proc: subprocess.Popen[bytes] | None
     logfile: Path
+    #: What the process is called in error messages.
+    name = "server"
+    #: Seconds between readiness checks.
+    poll_s = 0.1
 
     def start(self, timeout: float = 60) -> Self:
         raise NotImplementedError
+
+    def ready(self) -> bool:
+        """True once the server answers as it should (may raise if it answers wrongly)."""
+        raise NotImplementedError
+
+    def launch(
+        self, command: list[str], cwd: Path, env: dict[str, str] | None, timeout: float
+    ) -> Self:
+        """Spawn ``command`` and wait until :meth:`ready`; stopped again if it never is."""
+        self.proc = spawn(command, cwd, self.logfile, env)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log_tail()}")
+            if self.ready():
+                return
+            time.sleep(self.poll_s)
+        raise TimeoutError(f"{self.name} did not answer within {timeout} s:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 15) -> int | None:
         """SIGTERM; SIGKILL the whole process group after ``timeout`` seconds. Children that
@@ -212,15 +243,14 @@ class GunicornServer(ServerProcess):
         assert self.proc is not None
         return self.proc.pid
 
+    name = "gunicorn"
+
     def start(self, timeout: float = 60) -> GunicornServer:
         command = [gunicorn_binary(), "-c", "gunicorn.conf.py", self.app]
-        self.proc = spawn(command, REPO, self.logfile, self.env)
-        try:
-            self.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self.launch(command, REPO, self.env, timeout)
+
+    def ready(self) -> bool:
+        return len(self.worker_pids()) >= self.workers and self.answers()
 
     def answers(self) -> bool:
         """True when an HTTP answer comes back (a 401 without a token is an answer)."""
@@ -229,17 +259,6 @@ class GunicornServer(ServerProcess):
         except requests.RequestException:
             return False
         return True
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited {self.proc.returncode}:\n{self.log_tail()}")
-            if len(self.worker_pids()) >= self.workers and self.answers():
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"gunicorn did not answer within {timeout} s:\n{self.log_tail()}")
 
     def worker_pids(self) -> list[int]:
         return children(self.master_pid) if self.proc and self.proc.poll() is None else []
