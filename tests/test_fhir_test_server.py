@@ -151,12 +151,7 @@ def total(fhir_server: FhirServer, query: str) -> int:
 
 
 def put(fhir_server: FhirServer, resource: Resource) -> requests.Response:
-    return requests.put(
-        f"{fhir_server.base_url}/{resource['resourceType']}/{resource['id']}",
-        json=resource,
-        headers={**fhir_server.headers, "Content-Type": FHIR_JSON},
-        timeout=30,
-    )
+    return fhir_server.request("PUT", f"{resource['resourceType']}/{resource['id']}", resource)
 
 
 # --------------------------------------------------------------------------- tests

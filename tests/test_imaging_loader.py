@@ -51,26 +51,12 @@ from tests.support.dicom_fixtures import FixtureStudy
 from tests.support.dicomweb_server import DicomWebServer
 from tests.support.fhir_server import FhirServer
 
-FHIR_JSON = "application/fhir+json"
 XRAY = ("DX", "CR")
 
 
 # --------------------------------------------------------------------------- server set-up
-def _fhir(fhir_server: FhirServer, method: str, path: str, body: Any = None) -> requests.Response:
-    headers = dict(fhir_server.headers)
-    if body is not None:
-        headers["Content-Type"] = FHIR_JSON
-    return requests.request(
-        method,
-        f"{fhir_server.base_url}/{path}",
-        headers=headers,
-        data=None if body is None else json.dumps(body),
-        timeout=60,
-    )
-
-
 def _get(fhir_server: FhirServer, path: str) -> dict[str, Any]:
-    response = _fhir(fhir_server, "GET", path)
+    response = fhir_server.request("GET", path)
     assert response.status_code == 200, response.text[:2000]
     body: dict[str, Any] = response.json()
     return body
@@ -78,7 +64,7 @@ def _get(fhir_server: FhirServer, path: str) -> dict[str, Any]:
 
 def _put(fhir_server: FhirServer, resource: dict[str, Any]) -> None:
     path = f"{resource['resourceType']}/{resource['id']}"
-    response = _fhir(fhir_server, "PUT", path, resource)
+    response = fhir_server.request("PUT", path, resource)
     assert response.status_code in (200, 201), response.text[:2000]
 
 
@@ -166,7 +152,7 @@ def stored(fhir_server: FhirServer, dicomweb_server: DicomWebServer) -> Iterator
         for original in originals:  # as loaded (other modules compare with the bundles)
             original.pop("meta", None)
             _put(fhir_server, original)
-        deleted = _fhir(fhir_server, "DELETE", f"Endpoint/{endpoint_id}")
+        deleted = fhir_server.request("DELETE", f"Endpoint/{endpoint_id}")
         assert deleted.status_code in (200, 204), deleted.text[:2000]
 
 

@@ -9,7 +9,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 
 from fhir_adapters import (
     PATIENT_CONTEXT_PREFETCH,
@@ -37,9 +36,7 @@ def _iu_report(index: int) -> str:
 
 
 def _put(fhir_server, resource: dict) -> None:
-    url = f"{fhir_server.base_url}/{resource['resourceType']}/{resource['id']}"
-    headers = fhir_server.headers | {"Content-Type": "application/fhir+json"}
-    response = requests.put(url, json=resource, headers=headers, timeout=30)
+    response = fhir_server.request("PUT", f"{resource['resourceType']}/{resource['id']}", resource)
     assert response.status_code in (200, 201), response.text
 
 

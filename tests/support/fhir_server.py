@@ -302,6 +302,16 @@ class FhirServer:
         """``Authorization: Bearer <token>`` and ``Accept: application/fhir+json``."""
         return self.server.headers
 
+    def request(self, method: str, path: str, body: Any = None) -> requests.Response:
+        """One authorised call, e.g. ``request("PUT", "Endpoint/x", resource)`` (tests that
+        write use ids of their own: the server is a per-session copy)."""
+        headers = dict(self.headers)
+        if body is not None:
+            headers["Content-Type"] = FHIR_JSON
+        data = None if body is None else json.dumps(body)
+        url = f"{self.base_url}/{path}"
+        return requests.request(method, url, headers=headers, data=data, timeout=60)
+
 
 def _prune_dead_sessions() -> None:
     """Database copies left behind by test sessions that were killed (their pid is gone)."""
