@@ -17,7 +17,12 @@ from typing import Any
 from fhir.resources.R4B.patient import Patient
 
 from fhir_adapters.imaging import ImagingStudyRef, parse_imaging_study
-from fhir_adapters.parsing import ResourceInvalid, parse_resource, parse_searchset
+from fhir_adapters.parsing import (
+    ResourceInvalid,
+    fhir_datetime,
+    parse_resource,
+    parse_searchset,
+)
 from fhir_adapters.patient_context import (
     LOINC,
     Allergy,
@@ -76,22 +81,6 @@ class NoPatientData(LookupError):
 
 
 # ---------------------------------------------------------------------------- small parts
-def when(value: Any) -> datetime | None:
-    """A FHIR date/dateTime as an aware UTC datetime (partial dates at their start)."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if isinstance(value, str):
-        parts = value.split("-")
-        try:
-            year, month = int(parts[0]), int(parts[1]) if len(parts) > 1 else 1
-            return datetime(year, month, 1, tzinfo=UTC)
-        except (ValueError, IndexError):
-            return None
-    return None
-
-
 def concept(value: Any) -> Concept:
     if value is None:
         return Concept()
@@ -184,7 +173,7 @@ def problem(condition: Any) -> Problem:
         concept=concept(condition.code),
         clinical_status=_status(condition.clinicalStatus),
         verification_status=_status(condition.verificationStatus),
-        onset=when(condition.onsetDateTime or condition.recordedDate),
+        onset=fhir_datetime(condition.onsetDateTime or condition.recordedDate),
         categories=tuple(
             c
             for cat in condition.category or []
@@ -224,7 +213,7 @@ def medication(request: Any, contained: Mapping[str, Any] | None = None) -> Medi
         concept=drug,
         status=request.status,
         intent=request.intent,
-        authored_on=when(request.authoredOn),
+        authored_on=fhir_datetime(request.authoredOn),
         dosages=tuple(_dosage(d) for d in request.dosageInstruction or []),
     )
 
@@ -283,9 +272,10 @@ def measurements(observation: Any) -> list[Measurement]:
     """An Observation's values by LOINC code: itself and each coded component."""
     if observation.status not in RESULT_STATUSES:
         return []
-    effective = when(observation.effectiveDateTime or observation.issued)
+    effective = fhir_datetime(observation.effectiveDateTime or observation.issued)
     if effective is None and observation.effectivePeriod is not None:
-        effective = when(observation.effectivePeriod.end or observation.effectivePeriod.start)
+        period = observation.effectivePeriod
+        effective = fhir_datetime(period.end or period.start)
     category = next(
         (
             code
@@ -417,7 +407,7 @@ def build_patient_context(
             for study in collect.resources("imaging")
             if study.status in ("available", "registered", "unknown", None)
         ),
-        key=lambda s: (when(s.started) or EPOCH, s.resource_id or ""),
+        key=lambda s: (fhir_datetime(s.started) or EPOCH, s.resource_id or ""),
     )
     texts = collect_report_texts(
         collect.resources("reports"),

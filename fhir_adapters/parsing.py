@@ -8,6 +8,7 @@ so every parse in the project goes through this module and that package.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -112,3 +113,19 @@ def parse_searchset(bundle: Any, resource_type: str) -> ParsedEntries:
         except ResourceInvalid as exc:
             parsed.warnings.append(f"entry[{i}]: {exc}")
     return parsed
+
+
+def fhir_datetime(value: datetime | date | str | None) -> datetime | None:
+    """FHIR date/dateTime/instant as an aware UTC datetime; partial dates ("2020", "2020-03",
+    which fhir.resources keeps as text) start their period; no timezone is taken as UTC."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str):
+        year, _, month = value.partition("-")
+        try:
+            return datetime(int(year), int(month or 1), 1, tzinfo=UTC)
+        except ValueError:
+            return None
+    return None

@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from email.message import Message
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.documentreference import DocumentReference
 
-from fhir_adapters.parsing import ResourceInvalid, parse_resource
+from fhir_adapters.parsing import ResourceInvalid, fhir_datetime, parse_resource
 
 Source = Literal["DiagnosticReport", "DocumentReference"]
 
@@ -417,21 +417,6 @@ class _Collector:
         return TextExtraction(texts=tuple(self.texts), warnings=tuple(self.warnings))
 
 
-def _as_datetime(value: datetime | date | str | None) -> datetime | None:
-    """FHIR date/dateTime/instant as an aware datetime; partial dates start their period."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if isinstance(value, str):  # fhir.resources keeps "YYYY" and "YYYY-MM" as text
-        year, _, month = value.partition("-")
-        try:
-            return datetime(int(year), int(month or 1), 1, tzinfo=UTC)
-        except ValueError:
-            return None
-    return None
-
-
 def _concept_text(concept: CodeableConcept | None) -> str | None:
     if concept is None:
         return None
@@ -442,17 +427,17 @@ def _concept_text(concept: CodeableConcept | None) -> str | None:
 
 def _report_date(report: DiagnosticReport) -> datetime | None:
     if report.effectiveDateTime is not None:
-        return _as_datetime(report.effectiveDateTime)
+        return fhir_datetime(report.effectiveDateTime)
     if report.effectivePeriod is not None and report.effectivePeriod.start is not None:
-        return _as_datetime(report.effectivePeriod.start)
-    return _as_datetime(report.issued)
+        return fhir_datetime(report.effectivePeriod.start)
+    return fhir_datetime(report.issued)
 
 
 def _document_date(doc: DocumentReference) -> datetime | None:
     if doc.date is not None:
-        return _as_datetime(doc.date)
+        return fhir_datetime(doc.date)
     period = doc.context.period if doc.context is not None else None
-    return _as_datetime(period.start) if period is not None else None
+    return fhir_datetime(period.start) if period is not None else None
 
 
 def _describe_report(report: DiagnosticReport) -> _Resource:
