@@ -70,6 +70,29 @@ def audit_verify() -> None:
 
 
 @main.group()
+def models() -> None:
+    """The model registry: what the service runs, with versions and artifact hashes."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Load every registered model, verifying its artifact, and print id, version and hash."""
+    from models import registry
+    from models.artifacts import ArtifactInvalid
+
+    failed = False
+    for entry in registry.MODEL_ENTRIES:
+        try:
+            identity = registry.identity(entry.id)
+        except ArtifactInvalid as exc:
+            failed = True
+            click.echo(f"{entry.id}\tBROKEN\t{exc}")
+            continue
+        click.echo(f"{identity.id}\t{identity.version}\t{identity.sha256 or '-'}")
+    sys.exit(1 if failed else 0)
+
+
+@main.group()
 def demo() -> None:
     """Demo EHR identity and sample requests, for trying the service locally."""
 

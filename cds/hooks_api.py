@@ -21,7 +21,13 @@ from cds.feedback import parse_feedback
 from cds.hook_request import DraftOrdersContext, RequestInvalid, parse_hook_request
 from cds.http_json import BodyError, error_response, read_json_body
 from cds.security import AuthError, ClientIdentity, JwtVerifier
-from cds.services.registry import CdsService, HookCall, PrefetchInvalid, ServiceRegistry
+from cds.services.registry import (
+    CdsService,
+    HookCall,
+    PrefetchInvalid,
+    ServiceRegistry,
+    model_json,
+)
 from fhir_adapters import (
     FetchedDataInvalid,
     FhirSource,
@@ -246,10 +252,16 @@ def _run_service(service: CdsService, body: Any, outcome: _Outcome, invocation: 
         log.error("service failed", extra={"service_id": service.id, "error": type(exc).__name__})
         outcome.fail(500, "service_error", "the service failed to build a response")
         return
-    outcome.models = [model.to_json() for model in result.models]
+    outcome.models = [model_json(model) for model in result.models]
     outcome.body = response.to_json()
     outcome.cards = [
-        CardRecord(uuid=c["uuid"], summary=c["summary"], indicator=c["indicator"], card_json=c)
+        CardRecord(
+            uuid=c["uuid"],
+            summary=c["summary"],
+            indicator=c["indicator"],
+            card_json=c,
+            result=r.to_json() if (r := result.results.get(c["uuid"])) else None,
+        )
         for c in outcome.body["cards"]
     ]
 

@@ -33,7 +33,7 @@ from werkzeug.test import TestResponse
 
 from cds import create_app
 from cds.audit import AuditLog, AuditUnavailable, CardRecord, VerifyResult, verify_chain
-from cds.audit.chain import row_hash
+from cds.audit.chain import canonical_content, row_hash, row_values
 from cds.audit.store import utc_now
 from cds.audit.tables import Card, ChainedRow, ChainHead, Feedback, Invocation
 from cds.config import Settings
@@ -389,6 +389,39 @@ def test_modified_row_with_recomputed_hash_breaks_the_next_link(chain: str) -> N
     assert result.reason is not None and "prev_hash" in result.reason
 
 
+def test_changed_card_result_is_detected_and_null_results_hash_as_before(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    try:
+        audit = AuditLog(make_sessionmaker(engine))
+        plain = synthetic_card("no result")
+        asserted = synthetic_card("with result")
+        asserted = CardRecord(
+            uuid=asserted.uuid,
+            summary=asserted.summary,
+            indicator=asserted.indicator,
+            card_json=asserted.card_json,
+            result={"kind": "risk-assessment", "model": "m", "probability": 0.2},
+        )
+        audit.record_invocation(synthetic_invocation("r"), [plain, asserted])
+    finally:
+        engine.dispose()
+    rows = {row.uuid: row for row in rows_of(database_url, Card)}
+    # A card without a result hashes exactly as rows written before the column existed.
+    assert "result" not in canonical_content(Card, row_values(rows[plain.uuid]))
+    assert canonical_content(Card, row_values(rows[asserted.uuid]))["result"]["model"] == "m"
+    assert verify(database_url).ok
+
+    with raw_sql(database_url) as sql:
+        sql.execute(
+            text("UPDATE audit_card SET result = NULL WHERE uuid = :u"), {"u": asserted.uuid}
+        )
+    result = verify(database_url)
+    assert not result.ok
+    assert (result.broken_seq, result.broken_table) == (rows[asserted.uuid].seq, "audit_card")
+
+
 # --------------------------------------------------------------------------- 4. the CLI
 def test_cli_verify_reports_an_intact_chain(
     hooks: HookClient, patient_view_request: dict[str, Any], database_url: str, tmp_path: Path
@@ -416,7 +449,7 @@ def test_cli_db_upgrade_is_idempotent(database_url: str, tmp_path: Path) -> None
     assert completed.returncode == 0, completed.stderr
     assert "database at revision head" in completed.stdout
     current = run_cli(database_url, tmp_path, "db", "current")
-    assert current.stdout.strip() == "0001"
+    assert current.stdout.strip() == "0002"
 
 
 def test_cli_db_upgrade_creates_the_schema_in_an_empty_database(tmp_path: Path) -> None:

@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 
+from cds.audit.tables import Card as AuditCard
 from cds.audit.tables import Invocation
 from cds.cards import Card
 from cds.demo import draft_medication_request, order_request
 from fhir_adapters.synthea import load_bundle, resources_by_type
+from models.drug import knowledge_sha256, model_version
 from tests.conftest import synthea_bundles
-from tests.test_audit_log import rows_of
+from tests.test_audit_log import rows_of, verify
 
 SIGN, SELECT = "drug-safety-sign", "drug-safety-select"
 NAPROXEN = ("198014", "Naproxen 500 MG Oral Tablet")
@@ -88,8 +90,17 @@ def test_warfarin_patient_ordering_naproxen(hooks, database_url):
     assert card["source"]["label"]
     assert cards.index(card) == 0 or cards[0]["indicator"] == "critical"
     [invocation] = rows_of(database_url, Invocation)
-    assert invocation.model_versions[0]["id"] == "drug-safety"
-    assert "+kb." in invocation.model_versions[0]["version"]
+    assert invocation.model_versions == [
+        {"id": "drug-safety", "version": model_version(), "hash": knowledge_sha256()}
+    ]
+    # The card's statement as data, in the same hash-chained row as the card.
+    stored = {row.uuid: row.result for row in rows_of(database_url, AuditCard)}
+    result = stored[card["uuid"]]
+    assert result["kind"] == "detected-issue" and result["model"] == "drug-safety"
+    assert result["code"]["code"] == "interaction"
+    assert result["severity"] == {"critical": "high", "warning": "moderate"}[card["indicator"]]
+    assert f"MedicationRequest/{draft['id']}" in result["implicated"]
+    assert verify(database_url).ok
 
 
 def test_digoxin_patient_ordering_verapamil(hooks):

@@ -20,7 +20,11 @@ def _canonical_value(value: Any) -> Any:
 
 
 def canonical_content(table: type[ChainedRow], values: Mapping[str, Any]) -> dict[str, Any]:
-    content = {name: _canonical_value(values.get(name)) for name in table.hashed_columns}
+    content = {
+        name: _canonical_value(values.get(name))
+        for name in table.hashed_columns
+        if name not in table.later_hashed_columns or values.get(name) is not None
+    }
     content["table"] = table.__tablename__  # type: ignore[attr-defined]
     content["seq"] = values["seq"]
     content["prev_hash"] = values["prev_hash"]

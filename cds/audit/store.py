@@ -36,6 +36,8 @@ class CardRecord:
     summary: str
     indicator: str
     card_json: dict
+    #: What the card asserts, as data (``CardResult.to_json()``), if anything.
+    result: dict | None = None
 
 
 def utc_now() -> datetime:
@@ -115,6 +117,7 @@ def _write_appends(
                         "summary": card.summary,
                         "indicator": card.indicator,
                         "card_json": card.card_json,
+                        "result": card.result,
                     },
                 )
             results.append(invocation["seq"])

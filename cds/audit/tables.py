@@ -46,6 +46,9 @@ class ChainedRow:
 
     #: Columns covered by the row hash, in addition to ``seq`` and ``prev_hash``.
     hashed_columns: tuple[str, ...] = ()
+    #: Hashed columns added after the first schema: left out of the hash while NULL, so
+    #: rows written before the column existed keep their hash.
+    later_hashed_columns: tuple[str, ...] = ()
 
 
 class Invocation(ChainedRow, Base):
@@ -93,8 +96,13 @@ class Card(ChainedRow, Base):
     summary: Mapped[str] = mapped_column(String(140), nullable=False)
     indicator: Mapped[str] = mapped_column(String(16), nullable=False)
     card_json: Mapped[dict[str, Any]] = mapped_column(JsonType, nullable=False)
+    #: What the card asserts, as data (``cds.results.CardResult``); NULL for plain info cards.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
 
-    hashed_columns = ("invocation_seq", "uuid", "service_id", "summary", "indicator", "card_json")
+    hashed_columns = (
+        "invocation_seq", "uuid", "service_id", "summary", "indicator", "card_json", "result",
+    )  # fmt: skip
+    later_hashed_columns = ("result",)
 
 
 class Feedback(ChainedRow, Base):

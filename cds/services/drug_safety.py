@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Literal
 
 from cds.cards import Action, Card, Coding, Source, Suggestion
-from cds.services.registry import CdsService, HookCall, ModelRef, ServiceResult
+from cds.results import CardResult, Code
+from cds.services.registry import CdsService, HookCall, ServiceResult
 from fhir_adapters import PATIENT_CONTEXT_PREFETCH
-from models.drug import MODEL_ID, check_orders, model_version
+from models import registry
+from models.drug import MODEL_ID, check_orders
 from models.drug.findings import Finding, SuggestedAction
 
 #: Override reasons offered on critical cards (CDS Hooks 2.0 §Overridden guidance).
@@ -75,12 +77,40 @@ def card_for(finding: Finding) -> Card:
     )
 
 
+#: Kinds of drug-safety finding, as codes of the result record (``/fhir`` maps them to
+#: DetectedIssue.code).
+FINDING_KIND_SYSTEM = "urn:wardround:drug-safety:finding-kind"
+_ISSUE_SEVERITY = {"critical": "high", "warning": "moderate", "info": "low"}
+
+
+def result_for(finding: Finding) -> CardResult:
+    """The finding as data: a detected issue on the draft order it concerns."""
+    implicated = [f"MedicationRequest/{finding.draft_order_id}"] if finding.draft_order_id else []
+    other = finding.facts.get("other_id")
+    if isinstance(other, str) and other:
+        implicated.append(f"MedicationRequest/{other}")
+    allergy = finding.facts.get("allergy_id")
+    basis = (f"AllergyIntolerance/{allergy}",) if isinstance(allergy, str) and allergy else ()
+    return CardResult(
+        kind="detected-issue",
+        code=Code(system=FINDING_KIND_SYSTEM, code=finding.kind),
+        model=MODEL_ID,
+        severity=_ISSUE_SEVERITY[finding.severity],  # type: ignore[arg-type]
+        implicated=tuple(dict.fromkeys(implicated)),
+        basis=basis,
+        text=finding.summary,
+        facts=dict(finding.facts),
+    )
+
+
 def _handler(mode: Literal["select", "sign"]):  # type: ignore[no-untyped-def]
     def handle(call: HookCall) -> ServiceResult:
         findings = check_orders(call.patient, mode)
+        cards = [card_for(f) for f in findings]
         return ServiceResult(
-            cards=[card_for(f) for f in findings],
-            models=[ModelRef(id=MODEL_ID, version=model_version())],
+            cards=cards,
+            models=[registry.identity(MODEL_ID)],
+            results={card.uuid: result_for(f) for card, f in zip(cards, findings, strict=True)},
         )
 
     return handle

@@ -7,8 +7,9 @@ audit); the clinical services of later issues sit beside it in the registry.
 from __future__ import annotations
 
 from cds.cards import Card, Source
-from cds.services.registry import CdsService, HookCall, ModelRef, ServiceResult
+from cds.services.registry import CdsService, HookCall, ServiceResult
 from fhir_adapters import PATIENT_CONTEXT_PREFETCH, PatientContext
+from models.artifacts import ModelIdentity
 
 VERSION = "1.1.0"
 SOURCE = Source(label="Wardround patient summary")
@@ -37,7 +38,7 @@ def _describe(label: str, items: list[str] | None) -> tuple[str, str]:
 
 def summarise(call: HookCall) -> ServiceResult:
     patient = call.patient
-    models = [ModelRef(id="patient-summary", version=VERSION)]
+    models = [ModelIdentity(id="patient-summary", version=VERSION)]
     sex = str(patient.sex or "unknown sex").capitalize()
     if patient.deceased:
         age = "deceased"

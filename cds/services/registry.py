@@ -8,18 +8,17 @@ from typing import Any
 
 from cds.cards import Action, Card
 from cds.hook_request import HOOK_CONTEXTS, HookRequest
+from cds.results import CardResult
 from fhir_adapters import PatientContext
+from models.artifacts import ModelIdentity
 
 
-@dataclass(frozen=True)
-class ModelRef:
-    """A model (or rule set) and the exact version that produced a card."""
-
-    id: str
-    version: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"id": self.id, "version": self.version}
+def model_json(model: ModelIdentity) -> dict[str, str]:
+    """A model as the audit log records it: id, version and artifact hash (when it has one)."""
+    entry = {"id": model.id, "version": model.version}
+    if model.sha256:
+        entry["hash"] = model.sha256
+    return entry
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,10 @@ class HookCall:
 class ServiceResult:
     cards: list[Card] = field(default_factory=list)
     system_actions: list[Action] = field(default_factory=list)
-    models: list[ModelRef] = field(default_factory=list)
+    #: Every model (or rule set) that ran, with its exact version and artifact hash.
+    models: list[ModelIdentity] = field(default_factory=list)
+    #: What each card asserts, as data (card uuid → result); stored with the card.
+    results: Mapping[str, CardResult] = field(default_factory=dict)
 
 
 class PrefetchInvalid(ValueError):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from fhir_adapters.patient_context import Medication, PatientContext
+from models.artifacts import ModelIdentity
 from models.drug.allergy import find_allergy_conflicts
 from models.drug.duplicates import find_duplicates
 from models.drug.findings import SEVERITY_RANK, Citation, Finding
@@ -34,16 +35,32 @@ Mode = Literal["select", "sign"]
 
 
 @cache
-def knowledge_digest() -> str:
+def knowledge_sha256() -> str:
     digest = hashlib.sha256()
     for path in sorted(KNOWLEDGE.glob("*.csv")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
+    return digest.hexdigest()
+
+
+def knowledge_digest() -> str:
+    return knowledge_sha256()[:12]
 
 
 def model_version() -> str:
     return f"{CODE_VERSION}+kb.{knowledge_digest()}"
+
+
+@dataclass(frozen=True)
+class DrugSafetyRules:
+    """The rule set as the model registry serves it (its identity goes into the audit)."""
+
+    identity: ModelIdentity
+
+
+def load() -> DrugSafetyRules:
+    """Model-registry loader (``models.registry``)."""
+    return DrugSafetyRules(ModelIdentity(MODEL_ID, model_version(), knowledge_sha256()))
 
 
 @dataclass(frozen=True)

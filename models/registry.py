@@ -1,0 +1,80 @@
+"""The model registry: every model the service can run, by id, loaded once per process.
+
+A model family adds one :class:`ModelEntry` to :data:`MODEL_ENTRIES`. The entry names a
+loader (``"package.module:function"``, imported only when the model is first needed, so
+a process that never runs imaging never imports torch). The loader returns an object with
+an ``identity`` attribute (:class:`~models.artifacts.ModelIdentity`: id, version, artifact
+hash), which the service puts on every card's audit record.
+
+Loading is lazy, thread-safe and cached; :func:`warm` loads everything up front (the
+server does it at start-up so the first clinician does not pay for it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from models.artifacts import ModelIdentity
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: str
+    family: str
+    description: str
+    #: ``"package.module:function"``; the function takes no arguments.
+    loader: str
+
+
+class UnknownModel(KeyError):
+    pass
+
+
+#: Every registered model. A new model: one package under ``models/`` and one line here.
+MODEL_ENTRIES: tuple[ModelEntry, ...] = (
+    ModelEntry(
+        id="drug-safety",
+        family="drug",
+        description="Drug-safety rules over the knowledge files in models/drug/knowledge",
+        loader="models.drug:load",
+    ),
+)
+
+_lock = threading.Lock()
+_loaded: dict[str, Any] = {}
+
+
+def entry(model_id: str) -> ModelEntry:
+    for candidate in MODEL_ENTRIES:
+        if candidate.id == model_id:
+            return candidate
+    raise UnknownModel(model_id)
+
+
+def get(model_id: str) -> Any:
+    """The loaded model ``model_id`` (loaded on first use, then shared by all threads)."""
+    model = _loaded.get(model_id)
+    if model is not None:
+        return model
+    found = entry(model_id)
+    with _lock:
+        model = _loaded.get(model_id)
+        if model is None:
+            module_name, _, function = found.loader.partition(":")
+            model = getattr(importlib.import_module(module_name), function)()
+            if not isinstance(getattr(model, "identity", None), ModelIdentity):
+                raise TypeError(f"{found.loader} must return an object with an identity")
+            _loaded[model_id] = model
+    return model
+
+
+def identity(model_id: str) -> ModelIdentity:
+    return get(model_id).identity
+
+
+def warm() -> list[ModelIdentity]:
+    """Load every registered model; returns their identities (raises on a broken artifact)."""
+    return [identity(e.id) for e in MODEL_ENTRIES]
