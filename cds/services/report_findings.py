@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from flask import current_app
+from flask import current_app, has_app_context
 
 from cds.cards import Action, Card, Coding, Link, Source, Suggestion
 from cds.config import Settings
@@ -60,7 +60,9 @@ OVERRIDE_REASONS = (
 
 
 def _lookback_days() -> int:
-    settings: Settings | None = current_app.config.get("WARDROUND_SETTINGS")
+    settings: Settings | None = (
+        current_app.config.get("WARDROUND_SETTINGS") if has_app_context() else None
+    )
     return settings.report_lookback_days if settings else DEFAULT_LOOKBACK_DAYS
 
 
@@ -263,8 +265,12 @@ def _newest_mentions(
 
 
 def report_findings(call: HookCall) -> ServiceResult:
-    now = datetime.now(UTC)
-    reports = recent(call.patient.reports, _lookback_days(), now)
+    return read_findings(call, _lookback_days(), datetime.now(UTC))
+
+
+def read_findings(call: HookCall, lookback_days: int, now: datetime) -> ServiceResult:
+    """The cards for the patient's texts of the last ``lookback_days`` before ``now``."""
+    reports = recent(call.patient.reports, lookback_days, now)
     if not reports:
         return ServiceResult()
     reader = registry.get(MODEL_ID)
