@@ -91,3 +91,8 @@ nlp-model: $(STAMP)
 	$(BIN)/cds nlp train
 nlp-evaluate: $(STAMP)
 	$(BIN)/cds nlp evaluate
+
+# Report NLP speed and memory (150-word report cold/cached, batched reports/s, RSS) → BENCHMARKS.md.
+.PHONY: bench-nlp
+bench-nlp: $(STAMP)
+	$(BIN)/python benchmarks/report_nlp.py

@@ -234,7 +234,7 @@ def evaluate(data: Path | None) -> None:
     artifact = load_artifact(ARTIFACT_DIR)
     try:
         measured = run(artifact, data)
-    except DataMissing as exc:
+    except (DataMissing, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     variant = artifact.metadata["variant"]
     recorded = artifact.metadata["metrics"]["held_out_test"][variant]

@@ -201,8 +201,8 @@ def _nodule_card(
     now: datetime,
 ) -> tuple[Card, CardResult] | None:
     plan = follow_up(finding.evidence or "", patient.age_years)
-    if finding.evidence and plan.summary.startswith("Calcified"):
-        return None  # benign: nothing to follow up
+    if plan.benign:
+        return None  # a calcified nodule: nothing to follow up
     uncertain = finding.assertion != "present" or finding.basis != "text"
     lead = "Possible lung nodule/mass (uncertain)" if uncertain else "Lung nodule/mass"
     size = f", {plan.size_mm:g} mm" if plan.size_mm is not None else ""

@@ -8,8 +8,11 @@ mean pooling of the last hidden state over real tokens, then L2 normalisation.
 * **Units.** The encoder sees one sentence at a time (sentence-aware chunking): a sentence
   longer than the encoder's window (256 tokens, ``max_seq_length`` of the model) is cut
   into window-sized pieces at word boundaries, and its embedding is the mean of theirs.
-* **Batching.** Units are sorted by length and encoded :data:`BATCH_SIZE` at a time, so a
-  batch pads to similar lengths.
+* **Batching.** Units are tokenised once, sorted by token count and encoded up to
+  :data:`BATCH_SIZE` at a time, a batch never padding a unit to more than twice its length
+  (padding costs as much as real tokens).
+* **Threads.** The fast tokenizer keeps mutable state (padding and truncation settings), so
+  one lock serialises tokenising and encoding per encoder; cache hits do not take it.
 * **Cache.** Embeddings are kept in a bounded, thread-safe LRU keyed by the SHA-256 of the
   unit's text, so the same sentence (and so the same report) is never encoded twice in a
   process. Typical normal sentences ("No pneumothorax.") recur across reports and hit too.
@@ -138,6 +141,7 @@ class SentenceEncoder:
         self.cache = cache if cache is not None else EmbeddingCache()
         #: Units actually run through the transformer (not served from the cache).
         self.encoded_units = 0
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ chunking
     def pieces(self, text: str) -> list[str]:
@@ -163,22 +167,39 @@ class SentenceEncoder:
         return pieces
 
     # ------------------------------------------------------------------ encoding
+    def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Indices by token length, in batches of at most ``batch_size`` where no unit is
+        padded to more than twice its own length (padding is computed like real tokens)."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        batches: list[list[int]] = []
+        for index in order:
+            current = batches[-1] if batches else None
+            if (
+                current is None
+                or len(current) == self.batch_size
+                or lengths[index] > 2 * lengths[current[0]]
+            ):
+                batches.append([index])
+            else:
+                current.append(index)
+        return batches
+
     def _run(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch
         out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens)
+        ids, masks = encoded["input_ids"], encoded["attention_mask"]
         with torch.inference_mode():
-            for first in range(0, len(order), self.batch_size):
-                batch = order[first : first + self.batch_size]
-                encoded = self.tokenizer(
-                    [texts[i] for i in batch],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_tokens,
+            for batch in self._batches([len(i) for i in ids]):
+                padded = self.tokenizer.pad(
+                    {
+                        "input_ids": [ids[i] for i in batch],
+                        "attention_mask": [masks[i] for i in batch],
+                    },
                     return_tensors="pt",
                 )
-                hidden = self.model(**encoded).last_hidden_state
-                mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                hidden = self.model(**padded).last_hidden_state
+                mask = padded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 out[batch] = pooled.numpy()
@@ -199,11 +220,12 @@ class SentenceEncoder:
         if missing:
             units: list[str] = []
             spans: dict[bytes, tuple[int, int]] = {}
-            for key, text in missing.items():
-                pieces = self.pieces(text)
-                spans[key] = (len(units), len(units) + len(pieces))
-                units += pieces
-            vectors = self._run(units)
+            with self._lock:
+                for key, text in missing.items():
+                    pieces = self.pieces(text)
+                    spans[key] = (len(units), len(units) + len(pieces))
+                    units += pieces
+                vectors = self._run(units)
             computed: dict[bytes, np.ndarray] = {}
             for key, (first, last) in spans.items():
                 vector = vectors[first:last].mean(axis=0)

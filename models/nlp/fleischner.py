@@ -92,6 +92,8 @@ class FollowUp:
     size_mm: float | None = None
     multiple: bool = False
     category: str | None = None
+    #: Calcified: benign, nothing to follow up.
+    benign: bool = False
 
 
 def follow_up(sentence: str, age_years: int | None) -> FollowUp:
@@ -100,7 +102,9 @@ def follow_up(sentence: str, age_years: int | None) -> FollowUp:
     multiple = bool(_MULTIPLE.search(sentence))
     kind = "multiple solid nodules" if multiple else "single solid nodule"
     if _CALCIFIED.search(sentence):
-        return FollowUp(False, "Calcified nodule: benign, no follow-up needed.", None, False, size)
+        return FollowUp(
+            False, "Calcified nodule: benign, no follow-up needed.", None, size_mm=size, benign=True
+        )
     if age_years is not None and age_years < MIN_AGE:
         return FollowUp(
             False,

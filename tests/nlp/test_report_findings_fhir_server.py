@@ -24,7 +24,7 @@ from cds.audit.tables import Invocation
 from cds.cards import Card
 from models.nlp import ARTIFACT_DIR
 from models.nlp.iu_reports import report_text
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, HookClient
 from tests.test_audit_log import rows_of, verify
 
 pytestmark = pytest.mark.fhir_server
@@ -61,8 +61,11 @@ def _authorization(token: str) -> dict[str, Any]:
 
 
 def test_a_report_on_the_fhir_server_becomes_a_linked_audited_card(
-    hooks, fhir_server, database_url
+    make_app, mint, fhir_server, database_url
 ) -> None:
+    # What is tested here is reading the fetched text, not the prefetch deadline (tested
+    # elsewhere): a generous one keeps a busy CI machine from timing the fetch out.
+    hooks = HookClient(make_app(prefetch_deadline_s=10.0).test_client(), mint)
     text = _held_out_pneumothorax_report()
     patient_id = fhir_server.patient_ids[11]
     report_id = str(uuid.uuid4())
@@ -90,7 +93,7 @@ def test_a_report_on_the_fhir_server_becomes_a_linked_audited_card(
     response = hooks.call(SERVICE_ID, body)
     assert response.status_code == 200, response.json
     cards = [c for c in response.json["cards"] if "neumothorax" in c["summary"]]
-    assert len(cards) == 1, response.json
+    assert len(cards) == 1, (response.json, rows_of(database_url, Invocation)[-1].prefetch_fetched)
     card = Card.model_validate(cards[0])
     assert card.indicator in ("critical", "warning")
     (link,) = card.links or []
