@@ -117,6 +117,11 @@ eight findings and none of {", ".join(data["other_acute_terms"])}. Positives (tr
 
 ## Results on the held-out test split (shipped variant `{shipped}`)
 
+A report counts as positive for a finding when the variant *decides* it is reported as
+present: for the rules, a current mention asserted present (hedged or negated mentions do
+not count — on the training folds this matched the indexing better than counting hedged
+mentions too); for a head or stack, its probability at or over the finding's threshold.
+
 {_table(best)}
 
 Rules-only baseline (phrases + ConText) on the same split: macro-F1 **{rules["macro_f1"]:.3f}**
