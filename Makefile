@@ -83,3 +83,16 @@ soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak --duration $(DURATION) \
 		$(if $(RATE),--rate $(RATE)) $(if $(CAPACITY),--capacity $(CAPACITY)) \
 		--label "$(or $(SOAK_LABEL),$(DURATION)-s run)" --benchmarks BENCHMARKS.md
+
+# Report NLP (models/nlp): train on the IU reports, write the artifact and MODEL_CARD.md;
+# `cds nlp evaluate` re-measures the shipped artifact. Needs the shared data.
+.PHONY: nlp-model nlp-evaluate
+nlp-model: $(STAMP)
+	$(BIN)/cds nlp train
+nlp-evaluate: $(STAMP)
+	$(BIN)/cds nlp evaluate
+
+# Report NLP speed and memory (150-word report cold/cached, batched reports/s, RSS) → BENCHMARKS.md.
+.PHONY: bench-nlp
+bench-nlp: $(STAMP)
+	$(BIN)/python benchmarks/report_nlp.py

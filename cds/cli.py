@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from flask import Flask
 
+from cds.commands.nlp import nlp
 from cds.config import Settings
 
 
@@ -150,6 +151,8 @@ def token_mint(
         raise click.UsageError("--iss and --kid are required with --key")
     click.echo(mint_token(audience, key_path.read_bytes(), iss, kid, lifetime, algorithm=alg))
 
+
+main.add_command(nlp)
 
 if __name__ == "__main__":
     main()

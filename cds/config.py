@@ -67,6 +67,8 @@ class Settings:
     #: ``dicomweb_auth_json`` parsed, its secrets resolved (by __post_init__ from os.environ
     #: unless given; by from_env from its environ). None: no JSON. Never in repr.
     dicomweb_access: DicomWebAccess | None = field(default=None, repr=False, compare=False)
+    #: How far back the report-findings service reads reports and notes (days).
+    report_lookback_days: int = 90
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +86,8 @@ class Settings:
                 "WARDROUND_PREFETCH_DEADLINE_S, WARDROUND_FETCH_WORKERS and "
                 "WARDROUND_FHIR_MAX_PAGES must be positive"
             )
+        if self.report_lookback_days <= 0:
+            raise ConfigError("WARDROUND_REPORT_LOOKBACK_DAYS must be positive")
         if self.dicomweb_access is None and self.dicomweb_auth_json is not None:
             object.__setattr__(self, "dicomweb_access", _dicomweb_access(self.dicomweb_auth_json))
 
@@ -118,6 +122,7 @@ class Settings:
             fetch_workers=int(env.get("WARDROUND_FETCH_WORKERS", "32")),
             dicomweb_auth_json=dicomweb_auth_json,
             dicomweb_access=_dicomweb_access(dicomweb_auth_json, env),
+            report_lookback_days=int(env.get("WARDROUND_REPORT_LOOKBACK_DAYS", "90")),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

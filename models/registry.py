@@ -41,6 +41,12 @@ MODEL_ENTRIES: tuple[ModelEntry, ...] = (
         description="Drug-safety rules over the knowledge files in models/drug/knowledge",
         loader="models.drug:load",
     ),
+    ModelEntry(
+        id="report-nlp",
+        family="nlp",
+        description="Report findings: ConText rules + all-MiniLM-L6-v2 heads (models/nlp)",
+        loader="models.nlp:load",
+    ),
 )
 
 _lock = threading.Lock()

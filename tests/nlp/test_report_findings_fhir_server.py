@@ -1,0 +1,114 @@
+"""End to end through the real FHIR server: a DiagnosticReport with base64 text → a card.
+
+A real IU chest X-ray report from the held-out test split (read from the shared data at
+test time, never stored) is PUT on sekmet-fhir as a DiagnosticReport with base64
+``presentedForm``; a patient-view call without prefetch makes the service fetch the
+patient's reports and notes itself, read them and answer with the card, linked to the
+report on that server, and audited (SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from cds.audit.tables import Card as AuditCard
+from cds.audit.tables import Invocation
+from cds.cards import Card
+from models.nlp import ARTIFACT_DIR
+from models.nlp.iu_reports import report_text
+from tests.conftest import SHARED_DATA, HookClient
+from tests.test_audit_log import rows_of, verify
+
+pytestmark = pytest.mark.fhir_server
+SERVICE_ID = "report-findings"
+
+
+def _held_out_pneumothorax_report() -> str:
+    """The first held-out IU report indexed Pneumothorax whose impression names it."""
+    path = SHARED_DATA / "iu-xray-reports" / "reports.csv"
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared data missing: {path} (required under CI)")
+        pytest.skip(f"IU X-ray reports missing at {path}")
+    test_ids = set(json.loads((ARTIFACT_DIR / "split.json").read_text())["test"])
+    with path.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if (
+                row["uid"] in test_ids
+                and "Pneumothorax" in row["Problems"].split(";")
+                and "pneumothorax" in row["impression"].lower()
+            ):
+                return report_text(row["findings"], row["impression"])
+    pytest.fail("no held-out IU report indexed Pneumothorax")
+
+
+def _authorization(token: str) -> dict[str, Any]:
+    return {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "wardround",
+    }
+
+
+def test_a_report_on_the_fhir_server_becomes_a_linked_audited_card(
+    make_app, mint, fhir_server, database_url
+) -> None:
+    # What is tested here is reading the fetched text, not the prefetch deadline (tested
+    # elsewhere): a generous one keeps a busy CI machine from timing the fetch out.
+    hooks = HookClient(make_app(prefetch_deadline_s=10.0).test_client(), mint)
+    text = _held_out_pneumothorax_report()
+    patient_id = fhir_server.patient_ids[11]
+    report_id = str(uuid.uuid4())
+    report = {
+        "resourceType": "DiagnosticReport",
+        "id": report_id,
+        "status": "final",
+        "code": {"text": "XR Chest PA and lateral"},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": (datetime.now(UTC) - timedelta(days=1)).isoformat(timespec="seconds"),
+        "presentedForm": [
+            {"contentType": "text/plain", "data": base64.b64encode(text.encode()).decode()}
+        ],
+    }
+    put = fhir_server.request("PUT", f"DiagnosticReport/{report_id}", report)
+    assert put.status_code in (200, 201), put.text
+
+    body = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/example", "patientId": patient_id},
+        "fhirServer": fhir_server.base_url,
+        "fhirAuthorization": _authorization(fhir_server.token),
+    }
+    response = hooks.call(SERVICE_ID, body)
+    assert response.status_code == 200, response.json
+    cards = [c for c in response.json["cards"] if "neumothorax" in c["summary"]]
+    assert len(cards) == 1, (response.json, rows_of(database_url, Invocation)[-1].prefetch_fetched)
+    card = Card.model_validate(cards[0])
+    assert card.indicator in ("critical", "warning")
+    (link,) = card.links or []
+    assert link.url == f"{fhir_server.base_url}/DiagnosticReport/{report_id}"
+    quoted = card.detail.split("\n\n")[0].removeprefix("> ")  # type: ignore[union-attr]
+    assert " ".join(quoted.split()).replace("\\", "") in " ".join(text.split())
+
+    assert verify(database_url).ok
+    (invocation,) = rows_of(database_url, Invocation)
+    sources = {e["key"]: e["source"] for e in invocation.prefetch_fetched}
+    assert sources["reports"] == "fetched" and sources["documents"] == "fetched"
+    results = [r.result for r in rows_of(database_url, AuditCard) if r.uuid == card.uuid]
+    assert results[0]["basis"] == [f"DiagnosticReport/{report_id}"]
+    assert results[0]["code"] == {
+        "system": "http://snomed.info/sct",
+        "code": "36118008",
+        "display": "Pneumothorax",
+    }
