@@ -151,5 +151,9 @@ def token_mint(
     click.echo(mint_token(audience, key_path.read_bytes(), iss, kid, lifetime, algorithm=alg))
 
 
+from cds.commands.imaging import imaging  # noqa: E402
+
+main.add_command(imaging)
+
 if __name__ == "__main__":
     main()

@@ -41,6 +41,12 @@ MODEL_ENTRIES: tuple[ModelEntry, ...] = (
         description="Drug-safety rules over the knowledge files in models/drug/knowledge",
         loader="models.drug:load",
     ),
+    ModelEntry(
+        id="pneumonia-cxr",
+        family="imaging",
+        description="Pneumonia on frontal chest radiographs (CR/DX): torch CNN, calibrated",
+        loader="models.imaging:load",
+    ),
 )
 
 _lock = threading.Lock()

@@ -80,7 +80,7 @@ def _xray_instance_count(imaging_study: dict[str, Any]) -> int:
 @dataclass(frozen=True)
 class ImagingPatient:
     id: str
-    #: Its X-ray studies, oldest first (the loader's order).
+    #: Its X-ray studies, newest first (the loader's order).
     studies: tuple[FixtureStudy, ...]
 
 
@@ -99,7 +99,11 @@ def _two_study_patients(
         xray_ids = {e["resource"]["id"] for e in bundle.get("entry", []) if _is_xray(e["resource"])}
         if xray_ids != {s.imaging_study["id"] for s in studies}:
             continue
-        ordered = sorted(studies, key=lambda s: (s.imaging_study["started"], s.imaging_study["id"]))
+        ordered = sorted(
+            studies,
+            key=lambda s: (s.imaging_study["started"], s.imaging_study["id"]),
+            reverse=True,
+        )
         found.append(ImagingPatient(patient_id, tuple(ordered)))
         if len(found) == wanted:
             return found
@@ -283,8 +287,8 @@ def test_max_instances_holds_across_studies(
     loaded = _load(
         fhir_server, executor, stored.with_endpoint.id, access, imaging_limits=ImagingLimits(1)
     )
-    oldest = stored.with_endpoint.studies[0].instances[0]
-    assert [i.sop_instance_uid for i in loaded.patient.images] == [oldest.sop_instance_uid]
+    newest = stored.with_endpoint.studies[0].instances[0]
+    assert [i.sop_instance_uid for i in loaded.patient.images] == [newest.sop_instance_uid]
     assert _imaging_warnings(loaded) == [
         "imaging: 1 studies not retrieved: max_instances (1) reached"
     ]

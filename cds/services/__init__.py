@@ -1,12 +1,13 @@
 """The CDS services this deployment offers. Add a service: write it, then list it here."""
 
-from cds.services import drug_safety, patient_summary
+from cds.services import drug_safety, patient_summary, pneumonia_cxr
 from cds.services.registry import CdsService, ServiceRegistry
 
 BUILT_IN_SERVICES: tuple[CdsService, ...] = (
     patient_summary.SERVICE,
     drug_safety.ORDER_SELECT,
     drug_safety.ORDER_SIGN,
+    pneumonia_cxr.SERVICE,
 )
 
 
