@@ -393,8 +393,13 @@ def _present(values: np.ndarray, ds: Dataset, voi: str) -> np.ndarray:
     return values
 
 
+#: Rows per band of the LUT pipeline: its float64 temporaries stay a band's size, not the
+#: image's (a 4,096 x 4,096 image would otherwise take several 128 MiB copies at once).
+_BAND_ROWS = 256
+
+
 def _presentation_pixels(stored: np.ndarray, ds: Dataset, voi: str, invert: bool) -> np.ndarray:
-    values = _present(stored, ds, voi).astype(np.float64)
+    mirror: float | None = None
     if invert:
         # MONOCHROME1: mirror within the range the LUTs give the extreme stored values.
         bits = int(ds.BitsStored)
@@ -404,9 +409,12 @@ def _presentation_pixels(stored: np.ndarray, ds: Dataset, voi: str, invert: bool
             else (0, 2**bits - 1)
         )
         ends = _present(np.array([low, high], dtype=np.int64), ds, voi).astype(np.float64)
-        values = (ends.min() + ends.max()) - values
-    pixels = values.astype(np.float32)
-    if not np.isfinite(pixels).all():
+        mirror = float(ends.min() + ends.max())
+    pixels = np.empty(stored.shape, dtype=np.float32)
+    for top in range(0, stored.shape[0], _BAND_ROWS):
+        band = np.asarray(_present(stored[top : top + _BAND_ROWS], ds, voi), dtype=np.float64)
+        pixels[top : top + _BAND_ROWS] = band if mirror is None else mirror - band
+    if not np.isfinite(pixels.sum(dtype=np.float64)):
         raise DicomRejected("pixel values out of range after the LUTs")
     pixels.flags.writeable = False
     return pixels

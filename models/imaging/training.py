@@ -75,7 +75,7 @@ class TrainConfig:
     max_shift: int = 2
     network: NetworkSpec = field(default_factory=NetworkSpec)
     threads: int = 2
-    #: Use only the first N training images (quick checks and tests).
+    #: Use only a seeded, stratified sample of N training images (quick checks and tests).
     limit: int | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -191,7 +191,14 @@ def train(
     set_deterministic(config.seed, config.threads)
     images, labels = data.train_images, data.train_labels
     if config.limit is not None:
-        images, labels = images[: config.limit], labels[: config.limit]
+        chosen, _ = train_test_split(
+            np.arange(labels.size),
+            train_size=config.limit,
+            stratify=labels,
+            random_state=config.seed,
+        )
+        chosen = np.sort(chosen)
+        images, labels = images[chosen], labels[chosen]
     train_idx, val_idx = split(labels, config.validation_fraction, config.seed)
 
     # Standardisation constants from the training part, through the one preprocessing path.
