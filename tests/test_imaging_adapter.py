@@ -21,6 +21,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
 from fhir_adapters.imaging import (
     DicomImage,
@@ -217,6 +218,25 @@ def test_voi_window_and_rescale(
     assert (rescaled.rescale_slope, rescaled.rescale_intercept) == (0.25, -250.0)
     source = source_images[variants.instance("rescale16").source_index]
     np.testing.assert_array_equal(rescaled.pixels, source.astype(np.float32))
+
+
+@dicomweb
+def test_compressed_transfer_syntaxes_are_decoded(
+    dicomweb_server: DicomWebServer, orthanc: requests.Session, source_images: np.ndarray
+) -> None:
+    compressed = dicomweb_server.fixtures.compressed
+    result = _retrieve(dicomweb_server, orthanc, _ref(compressed))
+    assert result.skipped == ()
+    images = {i.name: img for i, img in zip(compressed.instances, result.images, strict=True)}
+    for name in ("jpeg2000_lossless", "rle_lossless", "jpeg_baseline"):
+        instance = compressed.instance(name)
+        image, source = images[name], source_images[instance.source_index].astype(np.float32)
+        if name == "jpeg_baseline":  # lossy: close to the source, not equal
+            assert 0 < np.abs(image.pixels - source).mean() < 3
+        else:
+            np.testing.assert_array_equal(image.pixels, source)
+    syntaxes = {image.transfer_syntax_uid for image in result.images}
+    assert syntaxes == {JPEG2000Lossless, RLELossless, JPEGBaseline8Bit}
 
 
 @dicomweb

@@ -20,6 +20,7 @@ the adapters record there, whether or not a card was shown.
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from cds.cards import Card, Link, Source
 from cds.results import CardResult, Code, Input
@@ -29,6 +30,9 @@ from fhir_adapters.imaging import ImagingStudyRef
 from fhir_adapters.parsing import fhir_datetime
 from models import registry
 from models.imaging import MODEL_ID, PNEUMONIA, SNOMED, StudyAssessment, assess_studies
+
+if TYPE_CHECKING:
+    from models.imaging.classifier import PneumoniaClassifier
 
 PREFETCH_KEYS = ("patient", "imaging")
 RETRIEVAL_NOT_POSSIBLE = (
@@ -75,7 +79,7 @@ def _source(version: str) -> Source:
     return Source(label=f"Wardround pneumonia model ({MODEL_ID} {version})")
 
 
-def _model_line(model) -> str:  # type: ignore[no-untyped-def]
+def _model_line(model: PneumoniaClassifier) -> str:
     identity = model.identity
     test = (model.metadata.get("metrics") or {}).get("test") or {}
     metrics = test.get("metrics") or {}
@@ -101,7 +105,7 @@ def _reasons(assessment: StudyAssessment) -> list[str]:
     ]
 
 
-def positive_card(assessment: StudyAssessment, call: HookCall, model) -> Card:  # type: ignore[no-untyped-def]
+def positive_card(assessment: StudyAssessment, call: HookCall, model: PneumoniaClassifier) -> Card:
     p = assessment.probability
     assert p is not None
     analysed, total = len(assessment.analysed), len(assessment.analysed) + len(assessment.skipped)
@@ -153,7 +157,9 @@ def positive_result(assessment: StudyAssessment, summary: str) -> CardResult:
     )
 
 
-def not_analysed_card(assessment: StudyAssessment, call: HookCall, model) -> Card:  # type: ignore[no-untyped-def]
+def not_analysed_card(
+    assessment: StudyAssessment, call: HookCall, model: PneumoniaClassifier
+) -> Card:
     reasons = _reasons(assessment) or ["no images"]
     listed = "\n".join(f"- {reason}" for reason in reasons)
     return Card(
@@ -183,7 +189,7 @@ def _audit_lines(assessments: list[StudyAssessment]) -> list[str]:
 
 
 def assess(call: HookCall) -> ServiceResult:
-    model = registry.get(MODEL_ID)
+    model: PneumoniaClassifier = registry.get(MODEL_ID)
     no_retrieval = None if call.request.fhirServer else RETRIEVAL_NOT_POSSIBLE
     assessments = assess_studies(call.patient, model, not_retrieved_reason=no_retrieval)
     cards: list[Card] = []

@@ -11,8 +11,8 @@ REFERENCE = (
     "MedMNIST v2 (Yang et al., Scientific Data 2023) reports ResNet-18 (28) AUC 0.944 and "
     "ACC 0.854 on the *official* PneumoniaMNIST test split (624 images, 62 % pneumonia). "
     "The figures here are on the held-out part of the balanced development subset (270 "
-    "images, 50 %), a different and apparently easier split: they are not comparable "
-    "one-to-one, and the official test split is kept back for independent evaluation."
+    "images, 50 %), a different split: they are not comparable one-to-one, and the "
+    "official test split is kept back for independent evaluation."
 )
 
 
@@ -109,6 +109,11 @@ Reference: {REFERENCE}
 
 ## Limitations
 
+- **The held-out figures are probably optimistic.** MedMNIST split Kermany's training
+  images at random into its train and val splits, and Kermany's data holds several images
+  of some children: the same child can appear in training and in the held-out set here.
+  Kermany's own test set (other children, MedMNIST's official test split) is where
+  ResNet-18 reaches AUROC 0.944; expect this model to be nearer that on new patients.
 - Paediatric radiographs from one centre: performance on adults, other populations,
   scanners and clinical settings is unknown and likely lower.
 - 28 x 28 pixels: fine findings are invisible to the model; it reads overall opacity

@@ -137,13 +137,13 @@ def test_non_chest_lateral_and_blank_images_are_skipped(
 
 
 BIG_IMAGE_SCRIPT = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
+from benchmarks.imaging import peak_rss_mib
 from models import registry
 from models.imaging.batch import predict_file
 record = predict_file(Path(sys.argv[1]), registry.get("pneumonia-cxr"))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"record": record, "peak_mib": peak}))
+print(json.dumps({"record": record, "peak_mib": peak_rss_mib()}))
 """
 
 
