@@ -139,21 +139,13 @@ def timings(objects: dict[int, bytes], orthanc: OrthancServer) -> dict[str, dict
     return results
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set (VmHWM: unlike ru_maxrss, not inherited from the
-    parent across fork and exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 PROBE = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 import requests
-from benchmarks.imaging import LIMITS, _one_core, _study_ref, peak_rss_mib
+from benchmarks.imaging import LIMITS, _one_core, _study_ref
+from tests.support.process_memory import peak_rss_mib
 from fhir_adapters.imaging import decode_dicom, retrieve_study_images
 from models import registry
 _one_core()

@@ -79,8 +79,8 @@ decay {training["weight_decay"]}), cosine schedule, batch {training["batch_size"
 shifts of ±{training["max_shift"]} px, seed {training["seed"]}, {training["threads"]} threads,
 deterministic algorithms. Early stopping on validation AUROC (patience
 {training["patience"]}): best epoch {training["best_epoch"]} of {training["epochs_run"]} run
-(at most {training["epochs"]}). Training took {seconds / 60:.1f} minutes on the 2-core
-development machine.
+(at most {training["epochs"]}). This run took {seconds:.0f} s wall clock on the 2-core
+development machine (shared with other jobs: about 30-40 s when it is idle).
 
 ## Calibration and operating point
 

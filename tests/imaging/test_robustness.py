@@ -139,7 +139,7 @@ def test_non_chest_lateral_and_blank_images_are_skipped(
 BIG_IMAGE_SCRIPT = """
 import json, sys
 from pathlib import Path
-from benchmarks.imaging import peak_rss_mib
+from tests.support.process_memory import peak_rss_mib
 from models import registry
 from models.imaging.batch import predict_file
 record = predict_file(Path(sys.argv[1]), registry.get("pneumonia-cxr"))
