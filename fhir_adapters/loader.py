@@ -154,10 +154,7 @@ class PatientLoader:
         return LoadedPatient(patient=patient, prefetch=resolved)
 
     def _with_images(
-        self,
-        patient: PatientContext,
-        client: FhirClient,
-        source: FhirSource,
+        self, patient: PatientContext, client: FhirClient, source: FhirSource
     ) -> PatientContext:
         """Retrieve the X-rays (:data:`IMAGE_MODALITIES`) of the studies, newest study first.
 
