@@ -30,10 +30,14 @@ def predict(paths: tuple[Path, ...], progress: bool) -> None:
     from tqdm import tqdm
 
     from models import registry
+    from models.artifacts import ArtifactInvalid
     from models.imaging import MODEL_ID
     from models.imaging.batch import dicom_paths, predict_file
 
-    classifier = registry.get(MODEL_ID)
+    try:
+        classifier = registry.get(MODEL_ID)
+    except ArtifactInvalid as exc:
+        raise click.ClickException(f"the model artifact is unusable: {exc}") from None
     files = list(dicom_paths(paths))
     for path in tqdm(files, desc="images", unit="image", disable=not progress, file=sys.stderr):
         click.echo(json.dumps(predict_file(path, classifier)))
