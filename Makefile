@@ -96,3 +96,14 @@ nlp-evaluate: $(STAMP)
 .PHONY: bench-nlp
 bench-nlp: $(STAMP)
 	$(BIN)/python benchmarks/report_nlp.py
+# Train the pneumonia CNN on PneumoniaMNIST (a few minutes on CPU, deterministic): writes
+# models/imaging/artifacts/pneumonia-cxr/, models/imaging/MODEL_CARD.md and roc.png.
+.PHONY: models-imaging
+models-imaging: $(STAMP)
+	$(BIN)/cds imaging train
+
+# pneumonia-cxr per image on one core (decode + preprocess + inference, with and without
+# the DICOMweb fetch from Orthanc) and peak memory → BENCHMARKS.md.
+.PHONY: bench-imaging
+bench-imaging: $(STAMP) test-services
+	$(BIN)/python benchmarks/imaging.py

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from flask import Flask
 
+from cds.commands.imaging import imaging
 from cds.commands.nlp import nlp
 from cds.config import Settings
 
@@ -153,6 +154,7 @@ def token_mint(
 
 
 main.add_command(nlp)
+main.add_command(imaging)
 
 if __name__ == "__main__":
     main()

@@ -69,6 +69,10 @@ class Settings:
     dicomweb_access: DicomWebAccess | None = field(default=None, repr=False, compare=False)
     #: How far back the report-findings service reads reports and notes (days).
     report_lookback_days: int = 90
+    #: Imaging services read the X-ray studies started within this many days.
+    imaging_lookback_days: float = 14.0
+    #: Image viewer URL with ``{study_uid}`` (e.g. an OHIF viewer); cards link to it.
+    imaging_viewer_url: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,6 +92,10 @@ class Settings:
             )
         if self.report_lookback_days <= 0:
             raise ConfigError("WARDROUND_REPORT_LOOKBACK_DAYS must be positive")
+        if not 0 < self.imaging_lookback_days <= 36_500:
+            raise ConfigError("WARDROUND_IMAGING_LOOKBACK_DAYS must be between 0 and 36500")
+        if self.imaging_viewer_url is not None:
+            _check_viewer_url(self.imaging_viewer_url)
         if self.dicomweb_access is None and self.dicomweb_auth_json is not None:
             object.__setattr__(self, "dicomweb_access", _dicomweb_access(self.dicomweb_auth_json))
 
@@ -123,12 +131,30 @@ class Settings:
             dicomweb_auth_json=dicomweb_auth_json,
             dicomweb_access=_dicomweb_access(dicomweb_auth_json, env),
             report_lookback_days=int(env.get("WARDROUND_REPORT_LOOKBACK_DAYS", "90")),
+            imaging_lookback_days=float(env.get("WARDROUND_IMAGING_LOOKBACK_DAYS", "14")),
+            imaging_viewer_url=env.get("WARDROUND_IMAGING_VIEWER_URL") or None,
         )
 
     def with_overrides(self, **changes: object) -> Settings:
         if "dicomweb_auth_json" in changes:
             changes.setdefault("dicomweb_access", None)  # parsed again from the new JSON
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _check_viewer_url(template: str) -> None:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(template)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or "{study_uid}" not in template:
+        raise ConfigError(
+            "WARDROUND_IMAGING_VIEWER_URL must be an absolute http(s) URL containing {study_uid}"
+        )
+    try:
+        template.format(study_uid="1.2.3")
+    except (IndexError, KeyError, ValueError):
+        raise ConfigError(
+            "WARDROUND_IMAGING_VIEWER_URL may hold no placeholder other than {study_uid}"
+        ) from None
 
 
 def _dicomweb_access(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -17,6 +18,7 @@ from cds.audit.jti import SeenToken
 from cds.audit.store import TokenReplayed, utc_now
 from cds.audit.tables import Feedback, Invocation
 from cds.cards import CdsResponse
+from cds.config import Settings
 from cds.feedback import parse_feedback
 from cds.hook_request import DraftOrdersContext, RequestInvalid, parse_hook_request
 from cds.http_json import BodyError, error_response, read_json_body
@@ -65,8 +67,13 @@ def _loader() -> PatientLoader:
     return current_app.extensions["wardround.patient_loader"]
 
 
+def _settings() -> Settings:
+    return current_app.config["WARDROUND_SETTINGS"]
+
+
 def _patient_request(service: CdsService, hook_request: Any, context: Any) -> PatientRequest:
     authorization = hook_request.fhirAuthorization
+    lookback = timedelta(days=_settings().imaging_lookback_days)
     return PatientRequest(
         templates=service.prefetch,
         required=service.required_prefetch,
@@ -79,6 +86,7 @@ def _patient_request(service: CdsService, hook_request: Any, context: Any) -> Pa
         draft_orders=getattr(context, "draftOrders", None),
         selections=tuple(getattr(context, "selections", ()) or ()),
         with_images=service.with_images,
+        images_since=datetime.now(UTC) - lookback if service.with_images else None,
         started=g.started,
     )
 
@@ -164,6 +172,19 @@ class _Outcome:
                 entry["warnings"] = skipped[:MAX_AUDITED_WARNINGS]
             self.prefetch_record.append(entry)
 
+    def record_skipped(self, skipped: Mapping[str, Sequence[str]]) -> None:
+        """Add what the service passed over to its prefetch key's record (same cap)."""
+        for key, lines in skipped.items():
+            if not lines:
+                continue
+            entry = next((e for e in self.prefetch_record if e.get("key") == key), None)
+            if entry is None:
+                entry = {"key": key}
+                self.prefetch_record.append(entry)
+            entry["skipped"] = entry.get("skipped", 0) + len(lines)
+            warnings = entry.setdefault("warnings", [])
+            warnings.extend(list(lines)[: max(0, MAX_AUDITED_WARNINGS - len(warnings))])
+
     def fail(self, status: int, code: str, message: str, **extra: Any) -> None:
         self.status, self.error_code, self.error_detail = status, code, message
         self.body = {"error": code, "message": message, **extra}
@@ -239,6 +260,7 @@ def _run_service(service: CdsService, body: Any, outcome: _Outcome, invocation: 
         context=context,
         patient=loaded.patient,
         prefetch=loaded.prefetch.data,
+        settings=_settings(),
     )
     try:
         with metrics.MODEL_SECONDS.labels(service.id).time():
@@ -253,6 +275,7 @@ def _run_service(service: CdsService, body: Any, outcome: _Outcome, invocation: 
         outcome.fail(500, "service_error", "the service failed to build a response")
         return
     outcome.models = [model_json(model) for model in result.models]
+    outcome.record_skipped(result.skipped)
     outcome.body = response.to_json()
     outcome.cards = [
         CardRecord(

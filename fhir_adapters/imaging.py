@@ -38,11 +38,18 @@ from fhir.resources.R4B.binary import Binary
 from fhir.resources.R4B.imagingstudy import ImagingStudy
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
-from pydicom.uid import UID, AllTransferSyntaxes
+from pydicom.uid import (
+    UID,
+    AllTransferSyntaxes,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+)
 
-from fhir_adapters.parsing import ResourceInvalid, parse_resource
+from fhir_adapters.parsing import ResourceInvalid, fhir_datetime, parse_resource
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 CR_IMAGE = "1.2.840.10008.5.1.4.1.1.1"
@@ -181,6 +188,30 @@ def parse_imaging_study(resource: ImagingStudy | Mapping[str, Any]) -> ImagingSt
     )
 
 
+def xray_studies(
+    studies: Sequence[ImagingStudyRef],
+    since: datetime | None = None,
+    modalities: Sequence[str] = ("DX", "CR"),
+) -> list[ImagingStudyRef]:
+    """Studies with a series of ``modalities`` holding instances, newest first; with
+    ``since`` (aware), only those started at or after it (a study without a start date
+    is then left out: it cannot be shown to be recent)."""
+    chosen = []
+    for study in studies:
+        if not any(s.modality in modalities and s.instances for s in study.series):
+            continue
+        started = fhir_datetime(study.started)
+        if since is not None and (started is None or started < since):
+            continue
+        chosen.append(study)
+    return sorted(chosen, key=_newest_first, reverse=True)
+
+
+def _newest_first(study: ImagingStudyRef) -> tuple[float, str]:
+    started = fhir_datetime(study.started)
+    return (started.timestamp() if started else float("-inf"), study.resource_id or "")
+
+
 # --------------------------------------------------------------------------- decoding
 @dataclass(frozen=True, eq=False)
 class DicomImage:
@@ -273,6 +304,72 @@ def _transfer_syntax(ds: Dataset) -> UID:
     return syntax
 
 
+#: JPEG start-of-frame markers (ITU T.81 B.1.1.3; 0xF7 is JPEG-LS SOF55), whose segment
+#: holds the frame's height and width.
+_JPEG_SOF = frozenset({*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC)}) | {
+    0xCD,
+    0xCE,
+    0xCF,
+    0xF7,
+}
+_J2K_SIZ = b"\xff\x4f\xff\x51"  # SOC then SIZ (ISO 15444-1 A.5.1)
+_HEADER_BYTES = 65_536  # markers before the frame header are short; stop looking after this
+
+
+def _jpeg_frame_size(frame: bytes) -> tuple[int, int] | None:
+    """(rows, columns) from a JPEG / JPEG-LS codestream's SOF segment; None if not found."""
+    if frame[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 4 <= min(len(frame), _HEADER_BYTES):
+        if frame[at] != 0xFF:
+            return None
+        marker = frame[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        length = int.from_bytes(frame[at + 2 : at + 4], "big")
+        if marker in _JPEG_SOF and at + 9 <= len(frame):
+            rows = int.from_bytes(frame[at + 5 : at + 7], "big")
+            columns = int.from_bytes(frame[at + 7 : at + 9], "big")
+            return rows, columns
+        if marker == 0xDA or length < 2:  # start of scan before any frame header
+            return None
+        at += 2 + length
+    return None
+
+
+def _j2k_frame_size(frame: bytes) -> tuple[int, int] | None:
+    """(rows, columns) from a JPEG 2000 codestream's SIZ segment (also inside a JP2 box)."""
+    at = frame.find(_J2K_SIZ, 0, _HEADER_BYTES)
+    if at < 0 or at + 24 > len(frame):
+        return None
+    x, y, x0, y0 = (int.from_bytes(frame[at + o : at + o + 4], "big") for o in (8, 12, 16, 20))
+    return y - y0, x - x0
+
+
+def _check_compressed_size(ds: Dataset, syntax: UID, rows: int, columns: int) -> None:
+    """Refuse a compressed frame whose codestream is not Rows x Columns before decoding it.
+
+    The decoders allocate what the codestream declares, so a few kilobytes claiming to be
+    28 x 28 in the header but 60,000 x 60,000 in the codestream would take gigabytes.
+    """
+    if syntax in JPEGTransferSyntaxes or syntax in JPEGLSTransferSyntaxes:
+        read = _jpeg_frame_size
+    elif syntax in JPEG2000TransferSyntaxes:
+        read = _j2k_frame_size
+    else:
+        return  # RLE: decoded into the Rows x Columns the header declares
+    first = next(generate_frames(ds.PixelData, number_of_frames=1), b"")
+    size = read(first[:_HEADER_BYTES])
+    if size is None:
+        raise DicomRejected("compressed frame without a readable size")
+    if size != (rows, columns):
+        raise DicomRejected(
+            f"compressed frame is {size[0]}x{size[1]}, not the declared {rows}x{columns}"
+        )
+
+
 def _voi_transform(ds: Dataset) -> str:
     if ds.get("VOILUTSequence"):
         return "lut"
@@ -296,8 +393,13 @@ def _present(values: np.ndarray, ds: Dataset, voi: str) -> np.ndarray:
     return values
 
 
+#: Rows per band of the LUT pipeline: its float64 temporaries stay a band's size, not the
+#: image's (a 4,096 x 4,096 image would otherwise take several 128 MiB copies at once).
+_BAND_ROWS = 256
+
+
 def _presentation_pixels(stored: np.ndarray, ds: Dataset, voi: str, invert: bool) -> np.ndarray:
-    values = _present(stored, ds, voi).astype(np.float64)
+    mirror: float | None = None
     if invert:
         # MONOCHROME1: mirror within the range the LUTs give the extreme stored values.
         bits = int(ds.BitsStored)
@@ -307,9 +409,12 @@ def _presentation_pixels(stored: np.ndarray, ds: Dataset, voi: str, invert: bool
             else (0, 2**bits - 1)
         )
         ends = _present(np.array([low, high], dtype=np.int64), ds, voi).astype(np.float64)
-        values = (ends.min() + ends.max()) - values
-    pixels = values.astype(np.float32)
-    if not np.isfinite(pixels).all():
+        mirror = float(ends.min() + ends.max())
+    pixels = np.empty(stored.shape, dtype=np.float32)
+    for top in range(0, stored.shape[0], _BAND_ROWS):
+        band = np.asarray(_present(stored[top : top + _BAND_ROWS], ds, voi), dtype=np.float64)
+        pixels[top : top + _BAND_ROWS] = band if mirror is None else mirror - band
+    if not np.isfinite(pixels.sum(dtype=np.float64)):
         raise DicomRejected("pixel values out of range after the LUTs")
     pixels.flags.writeable = False
     return pixels
@@ -336,6 +441,8 @@ def _decode(ds: Dataset, limits: ImagingLimits) -> DicomImage:
     syntax = _transfer_syntax(ds)
     if not syntax.is_compressed and len(ds.PixelData) < rows * columns * bits_allocated // 8:
         raise DicomRejected("pixel data truncated")
+    if syntax.is_compressed:
+        _check_compressed_size(ds, syntax, rows, columns)
     stored = ds.pixel_array
     if stored.shape != (rows, columns):
         raise DicomRejected("decoded pixel data does not match rows x columns")
@@ -441,6 +548,18 @@ def decode_binary(
 @dataclass(frozen=True)
 class SkippedInstance:
     uid: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImageSkip:
+    """An X-ray the loader did not deliver: which study (and instance, if one), and why."""
+
+    study_uid: str | None
+    #: The ImagingStudy's FHIR id.
+    study_id: str | None
+    #: None when the whole study was passed over (no endpoint, caps reached).
+    instance_uid: str | None
     reason: str
 
 
@@ -646,6 +765,7 @@ __all__ = [
     "DX_FOR_PRESENTATION",
     "DicomImage",
     "DicomRejected",
+    "ImageSkip",
     "ImagingInstanceRef",
     "ImagingLimits",
     "ImagingResult",
@@ -659,4 +779,5 @@ __all__ = [
     "parse_imaging_study",
     "retrieve_study_images",
     "valid_uid",
+    "xray_studies",
 ]

@@ -11,6 +11,7 @@ import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from fhir_adapters.context_builder import PrefetchDataInvalid, build_patient_context
@@ -18,11 +19,13 @@ from fhir_adapters.dicomweb_auth import DicomWebAccess, DicomWebSessions
 from fhir_adapters.fhir_client import BinaryContent, FhirClient, FhirError, SessionPool
 from fhir_adapters.imaging import (
     DicomImage,
+    ImageSkip,
     ImagingLimits,
     ImagingStudyRef,
     retrieve_study_images,
+    xray_studies,
 )
-from fhir_adapters.patient_context import PatientContext
+from fhir_adapters.patient_context import PatientContext, frozen_mapping
 from fhir_adapters.prefetch import KeyOutcome, PrefetchFetcher, ResolvedPrefetch
 from fhir_adapters.report_text import BinaryUnavailable, TextLimits
 
@@ -79,6 +82,8 @@ class PatientRequest:
     draft_orders: Mapping[str, Any] | None = None
     selections: Sequence[str] = ()
     with_images: bool = False
+    #: With ``with_images``: only studies started at or after this (aware) are retrieved.
+    images_since: datetime | None = None
     #: ``time.perf_counter()`` when the hook call arrived: the fetch deadline counts from it.
     started: float | None = None
 
@@ -142,33 +147,34 @@ class PatientLoader:
             if exc.key in resolved.supplied:
                 raise  # the EHR's prefetch is wrong: the caller answers 400
             raise FetchedDataInvalid(exc.key, str(exc)) from None
-        if request.with_images and client is not None:
-            patient = self._with_images(patient, client, request.source)
+        if request.with_images:
+            patient = dataclasses.replace(patient, images_since=request.images_since)
+            if client is not None:
+                patient = self._with_images(patient, client, request.source)
         return LoadedPatient(patient=patient, prefetch=resolved)
 
     def _with_images(
         self, patient: PatientContext, client: FhirClient, source: FhirSource
     ) -> PatientContext:
-        """Retrieve the X-rays (:data:`IMAGE_MODALITIES`) of the studies, oldest study first.
+        """Retrieve the X-rays (:data:`IMAGE_MODALITIES`) of the studies, newest study first.
 
-        Studies without such a series are passed over (no Endpoint read, no warning).
+        Studies without such a series, and (with ``patient.images_since``) studies started
+        before it or without a start date, are passed over (no Endpoint read, no warning).
         Each study's Endpoint is read from the FHIR server; the credentials sent to it are
         those ``dicomweb_access`` gives its origin. Two caps for all studies together: at
         most ``imaging_limits.max_instances`` instances, and ``imaging_total_timeout_s``,
         checked before each study (later studies are then not retrieved) and cutting each
         instance's timeout to the time left when its study starts. It is not re-checked
         within a study, so the study under way may overrun it by up to (its instances - 1)
-        x that time left. Failures become warnings; nothing is raised.
+        x that time left. Failures become warnings and ``image_skips``; nothing is raised.
         """
         limits = self.imaging_limits
         deadline = time.monotonic() + self.imaging_total_timeout_s
         images: list[DicomImage] = []
+        skips: list[ImageSkip] = []
+        sources: dict[str, str] = {}
         warnings = list(patient.warnings)
-        studies = [
-            study
-            for study in patient.imaging_studies
-            if any(s.modality in IMAGE_MODALITIES and s.instances for s in study.series)
-        ]
+        studies = xray_studies(patient.imaging_studies, patient.images_since, IMAGE_MODALITIES)
         for index, study in enumerate(studies):
             label = _study_label(study)
             remaining_instances = limits.max_instances - len(images)
@@ -180,10 +186,12 @@ class PatientLoader:
                     else f"deadline of {self.imaging_total_timeout_s:g} s reached"
                 )
                 warnings.append(f"imaging: {len(studies) - index} studies not retrieved: {reason}")
+                skips.extend(_study_skip(s, f"not retrieved: {reason}") for s in studies[index:])
                 break
             address = _endpoint_address(client, study.endpoint_references)
             if address is None:
                 warnings.append(f"imaging: study {label} has no DICOMweb endpoint")
+                skips.append(_study_skip(study, "no DICOMweb endpoint"))
                 continue
             call_limits = dataclasses.replace(
                 limits,
@@ -194,13 +202,25 @@ class PatientLoader:
             result = retrieve_study_images(
                 study, address, session=session, limits=call_limits, modalities=IMAGE_MODALITIES
             )
+            if study.study_uid:
+                sources[study.study_uid] = address
             images.extend(result.images)
             warnings.extend(f"imaging: {label}: {s.uid}: {s.reason}" for s in result.skipped)
+            skips.extend(
+                ImageSkip(study.study_uid, study.resource_id, s.uid, s.reason)
+                for s in result.skipped
+            )
         return dataclasses.replace(
             patient,
             images=tuple(images[: limits.max_instances]),
+            image_skips=tuple(skips),
+            image_sources=frozen_mapping(sources),
             warnings=tuple(warnings),
         )
+
+
+def _study_skip(study: ImagingStudyRef, reason: str) -> ImageSkip:
+    return ImageSkip(study.study_uid, study.resource_id, None, reason)
 
 
 def _study_label(study: ImagingStudyRef) -> str:

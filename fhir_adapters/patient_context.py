@@ -14,7 +14,7 @@ from datetime import date, datetime
 from types import MappingProxyType
 from typing import Any
 
-from fhir_adapters.imaging import DicomImage, ImagingStudyRef
+from fhir_adapters.imaging import DicomImage, ImageSkip, ImagingStudyRef
 from fhir_adapters.report_text import ReportText
 
 SNOMED = "http://snomed.info/sct"
@@ -176,6 +176,12 @@ class PatientContext:
     latest: Mapping[str, Measurement] = field(default_factory=frozen_mapping)
     imaging_studies: tuple[ImagingStudyRef, ...] = ()
     images: tuple[DicomImage, ...] = ()
+    #: X-ray instances (or whole studies, ``instance_uid`` None) not retrieved, and why.
+    image_skips: tuple[ImageSkip, ...] = ()
+    #: Study Instance UID → the DICOMweb root its images were retrieved from.
+    image_sources: Mapping[str, str] = field(default_factory=frozen_mapping)
+    #: Only studies started at or after this were retrieved (None: every study).
+    images_since: datetime | None = None
     reports: tuple[ReportText, ...] = ()
     draft_orders: tuple[DraftOrder, ...] = ()
     encounter_id: str | None = None

@@ -47,6 +47,12 @@ MODEL_ENTRIES: tuple[ModelEntry, ...] = (
         description="Report findings: ConText rules + all-MiniLM-L6-v2 heads (models/nlp)",
         loader="models.nlp:load",
     ),
+    ModelEntry(
+        id="pneumonia-cxr",
+        family="imaging",
+        description="Pneumonia on frontal chest radiographs (CR/DX): torch CNN, calibrated",
+        loader="models.imaging:load",
+    ),
 )
 
 _lock = threading.Lock()

@@ -21,6 +21,8 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
 from fhir_adapters.imaging import (
     DicomImage,
@@ -40,6 +42,7 @@ from tests.support.dicom_fixtures import (
     FixtureStudy,
     Patient,
     dicom_bytes,
+    pillow_compressed,
     xray_dataset,
 )
 from tests.support.dicomweb_server import DicomWebServer
@@ -217,6 +220,25 @@ def test_voi_window_and_rescale(
     assert (rescaled.rescale_slope, rescaled.rescale_intercept) == (0.25, -250.0)
     source = source_images[variants.instance("rescale16").source_index]
     np.testing.assert_array_equal(rescaled.pixels, source.astype(np.float32))
+
+
+@dicomweb
+def test_compressed_transfer_syntaxes_are_decoded(
+    dicomweb_server: DicomWebServer, orthanc: requests.Session, source_images: np.ndarray
+) -> None:
+    compressed = dicomweb_server.fixtures.compressed
+    result = _retrieve(dicomweb_server, orthanc, _ref(compressed))
+    assert result.skipped == ()
+    images = {i.name: img for i, img in zip(compressed.instances, result.images, strict=True)}
+    for name in ("jpeg2000_lossless", "rle_lossless", "jpeg_baseline"):
+        instance = compressed.instance(name)
+        image, source = images[name], source_images[instance.source_index].astype(np.float32)
+        if name == "jpeg_baseline":  # lossy: close to the source, not equal
+            assert 0 < np.abs(image.pixels - source).mean() < 3
+        else:
+            np.testing.assert_array_equal(image.pixels, source)
+    syntaxes = {image.transfer_syntax_uid for image in result.images}
+    assert syntaxes == {JPEG2000Lossless, RLELossless, JPEGBaseline8Bit}
 
 
 @dicomweb
@@ -464,6 +486,43 @@ def test_bad_fixture_bytes_are_rejected_directly(dicomweb_server: DicomWebServer
             decode_dicom(instance.data)
         assert instance.expected_reason is not None
         assert caught.value.reason.startswith(instance.expected_reason)
+
+
+def _jpeg_object(edit=None) -> bytes:  # type: ignore[no-untyped-def]
+    """A 28 x 28 JPEG baseline object; ``edit`` may change its codestream first."""
+    pixels = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
+    ds = xray_dataset(
+        patient=Patient("p", "A^B", "F", None),
+        study_uid="1.2.3",
+        series_uid="1.2.3.1",
+        sop_uid="1.2.3.1.1",
+        modality="DX",
+        pixels=pixels,
+        started=datetime(2020, 1, 1),
+    )
+    ds = pillow_compressed(ds, pixels, JPEGBaseline8Bit, format="JPEG")
+    frame = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    if edit is not None:
+        edit(frame)
+    ds.PixelData = encapsulate([bytes(frame)])
+    return dicom_bytes(ds)
+
+
+def test_a_jpeg_frame_larger_than_declared_is_refused_before_decoding() -> None:
+    assert decode_dicom(_jpeg_object()).rows == 28
+
+    def claim_60000(frame: bytearray) -> None:
+        at = frame.index(b"\xff\xc0")  # baseline SOF0: length, precision, height, width
+        frame[at + 5 : at + 9] = (60_000).to_bytes(2, "big") * 2
+
+    with pytest.raises(DicomRejected, match="compressed frame is 60000x60000, not the declared"):
+        decode_dicom(_jpeg_object(claim_60000))
+
+    def no_frame_header(frame: bytearray) -> None:
+        frame[2:] = b"\xff\xd9"
+
+    with pytest.raises(DicomRejected, match="compressed frame without a readable size"):
+        decode_dicom(_jpeg_object(no_frame_header))
 
 
 def test_decode_dicom_byte_limit() -> None:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def _xray_instance_count(imaging_study: dict[str, Any]) -> int:
 @dataclass(frozen=True)
 class ImagingPatient:
     id: str
-    #: Its X-ray studies, oldest first (the loader's order).
+    #: Its X-ray studies, newest first (the loader's order).
     studies: tuple[FixtureStudy, ...]
 
 
@@ -99,7 +100,11 @@ def _two_study_patients(
         xray_ids = {e["resource"]["id"] for e in bundle.get("entry", []) if _is_xray(e["resource"])}
         if xray_ids != {s.imaging_study["id"] for s in studies}:
             continue
-        ordered = sorted(studies, key=lambda s: (s.imaging_study["started"], s.imaging_study["id"]))
+        ordered = sorted(
+            studies,
+            key=lambda s: (s.imaging_study["started"], s.imaging_study["id"]),
+            reverse=True,
+        )
         found.append(ImagingPatient(patient_id, tuple(ordered)))
         if len(found) == wanted:
             return found
@@ -177,6 +182,7 @@ def _load(
     executor: ThreadPoolExecutor,
     patient_id: str,
     access: DicomWebAccess | None,
+    images_since: datetime | None = None,
     **loader_options: Any,
 ) -> LoadedPatient:
     pool = SessionPool(ClientSettings(timeout=(2.0, 10.0)))
@@ -195,6 +201,7 @@ def _load(
                 context={"patientId": patient_id, "userId": "Practitioner/x"},
                 source=FhirSource(fhir_server.base_url, fhir_server.token),
                 with_images=True,
+                images_since=images_since,
             )
         )
     finally:
@@ -254,6 +261,11 @@ def test_a_wrong_password_gives_no_images_and_a_warning(
         expected = f"{study.study_uid}: {instance.sop_instance_uid}: not authorised"
         assert warning.startswith(f"imaging: {expected} by the DICOMweb server (HTTP 401)")
     assert dicomweb_server.password not in repr(loaded.patient)
+    assert [(s.study_uid, s.study_id, s.instance_uid) for s in loaded.patient.image_skips] == [
+        (study.study_uid, study.imaging_study["id"], study.instances[0].sop_instance_uid)
+        for study in stored.with_endpoint.studies
+    ]
+    assert all("(HTTP 401)" in s.reason for s in loaded.patient.image_skips)
 
 
 @pytest.mark.fhir_server
@@ -283,8 +295,8 @@ def test_max_instances_holds_across_studies(
     loaded = _load(
         fhir_server, executor, stored.with_endpoint.id, access, imaging_limits=ImagingLimits(1)
     )
-    oldest = stored.with_endpoint.studies[0].instances[0]
-    assert [i.sop_instance_uid for i in loaded.patient.images] == [oldest.sop_instance_uid]
+    newest = stored.with_endpoint.studies[0].instances[0]
+    assert [i.sop_instance_uid for i in loaded.patient.images] == [newest.sop_instance_uid]
     assert _imaging_warnings(loaded) == [
         "imaging: 1 studies not retrieved: max_instances (1) reached"
     ]
@@ -306,6 +318,36 @@ def test_the_total_deadline_stops_retrieval(
     assert _imaging_warnings(loaded) == [
         "imaging: 2 studies not retrieved: deadline of 1e-09 s reached"
     ]
+    assert [(s.study_id, s.instance_uid, s.reason) for s in loaded.patient.image_skips] == [
+        (study.imaging_study["id"], None, "not retrieved: deadline of 1e-09 s reached")
+        for study in stored.with_endpoint.studies
+    ]
+
+
+@pytest.mark.fhir_server
+@pytest.mark.dicomweb
+def test_only_studies_since_the_look_back_are_retrieved(
+    fhir_server: FhirServer,
+    dicomweb_server: DicomWebServer,
+    stored: Stored,
+    executor: ThreadPoolExecutor,
+) -> None:
+    access = _access(dicomweb_server, dicomweb_server.password)
+    studies = stored.with_endpoint.studies
+    since = max(datetime.fromisoformat(s.imaging_study["started"]) for s in studies)
+    loaded = _load(fhir_server, executor, stored.with_endpoint.id, access, images_since=since)
+    recent = [s for s in studies if datetime.fromisoformat(s.imaging_study["started"]) >= since]
+    assert recent  # the bound is inclusive
+    assert [i.study_uid for i in loaded.patient.images] == [s.study_uid for s in recent]
+    assert loaded.patient.images_since == since
+    assert dict(loaded.patient.image_sources) == {
+        s.study_uid: dicomweb_server.base_url for s in recent
+    }
+    later = _load(
+        fhir_server, executor, stored.with_endpoint.id, access, since + timedelta(seconds=1)
+    )
+    assert later.patient.images == () and later.patient.image_skips == ()
+    assert _imaging_warnings(later) == []  # not retrieved, not a failure
 
 
 @pytest.mark.fhir_server

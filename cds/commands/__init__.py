@@ -1,0 +1,1 @@
+"""Subcommand groups of the ``cds`` command, one module each (registered in ``cds.cli``)."""

@@ -1,6 +1,6 @@
 """The CDS services this deployment offers. Add a service: write it, then list it here."""
 
-from cds.services import drug_safety, patient_summary, report_findings
+from cds.services import drug_safety, patient_summary, pneumonia_cxr, report_findings
 from cds.services.registry import CdsService, ServiceRegistry
 
 BUILT_IN_SERVICES: tuple[CdsService, ...] = (
@@ -8,6 +8,7 @@ BUILT_IN_SERVICES: tuple[CdsService, ...] = (
     drug_safety.ORDER_SELECT,
     drug_safety.ORDER_SIGN,
     report_findings.SERVICE,
+    pneumonia_cxr.SERVICE,
 )
 
 

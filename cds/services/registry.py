@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cds.cards import Action, Card
+from cds.config import Settings
 from cds.hook_request import HOOK_CONTEXTS, HookRequest
 from cds.results import CardResult
 from fhir_adapters import PatientContext
@@ -31,6 +32,8 @@ class HookCall:
     patient: PatientContext
     #: prefetch key → FHIR JSON as obtained (None: no data). Keys not obtained are absent.
     prefetch: Mapping[str, dict[str, Any] | None]
+    #: The deployment's settings (look-back, viewer URL, …); None outside the app.
+    settings: Settings | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class ServiceResult:
     models: list[ModelIdentity] = field(default_factory=list)
     #: What each card asserts, as data (card uuid → result); stored with the card.
     results: Mapping[str, CardResult] = field(default_factory=dict)
+    #: Inputs the service passed over, by prefetch key, one line each ("imaging: <study>:
+    #: <instance>: <reason>", no patient data): audited with that key's prefetch record,
+    #: beside what the adapters skipped.
+    skipped: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 class PrefetchInvalid(ValueError):

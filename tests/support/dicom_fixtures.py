@@ -22,8 +22,11 @@ What is built (pydicom, explicit VR little endian unless said otherwise, valid f
   itself exactly, so the decoded pixels equal the source image.
 * :func:`variant_study`: the same images stored differently (MONOCHROME1, a narrow window,
   16-bit with a rescale), in a study of their own.
+* :func:`compressed_study`: the same images in compressed transfer syntaxes the adapter
+  decodes (JPEG 2000 lossless and RLE lossless, decoded pixel-exact; JPEG baseline, lossy).
 * :func:`bad_study`: objects Orthanc stores but no model can read (no pixel data, truncated
-  pixel data, JPEG-LS without a decoder, absurd dimensions, multi-frame, RGB, deflated), and
+  pixel data, a corrupt JPEG frame, a JPEG 2000 decompression bomb, JPEG 2000 Part 2
+  without a decoder, absurd dimensions, multi-frame, RGB, deflated), and
   :func:`unstorable_objects`: bytes no server accepts (a cut-off file, not DICOM at all).
 """
 
@@ -39,11 +42,14 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
-    JPEGLSLossless,
+    JPEG2000Lossless,
+    JPEG2000MCLossless,
+    JPEGBaseline8Bit,
+    RLELossless,
     generate_uid,
 )
 
@@ -147,6 +153,7 @@ class DicomFixtureSet:
     synthea: Mapping[str, FixtureStudy]
     variants: FixtureStudy
     bad: FixtureStudy
+    compressed: FixtureStudy
     #: Name → bytes that no DICOM server stores (only for decode_dicom).
     unstorable: Mapping[str, bytes] = field(default_factory=dict)
     #: Synthea study UIDs left out because they reuse an earlier study's UIDs.
@@ -156,6 +163,7 @@ class DicomFixtureSet:
         yield from self.synthea.values()
         yield self.variants
         yield self.bad
+        yield self.compressed
 
     def instances(self) -> Iterator[FixtureInstance]:
         for study in self.studies():
@@ -527,17 +535,48 @@ def _no_pixel_data(patient: Patient) -> Dataset:
     return ds
 
 
+def _segment(jpeg: bytes | bytearray, marker: int) -> int:
+    """Offset of the first ``0xFF marker`` segment, walking a JPEG codestream from SOI."""
+    at = 2
+    while jpeg[at + 1] != marker:
+        at += 2 + int.from_bytes(jpeg[at + 2 : at + 4], "big")
+    return at
+
+
 def bad_study(patient: Patient, folder: Path, images: np.ndarray, first: int) -> FixtureStudy:
     """Objects a PACS stores but no model reads; each FixtureInstance names its reason."""
     truncated = _base(patient, images[first])
     truncated.PixelData = truncated.PixelData[:100]
 
-    jpeg_ls = _base(patient, images[first])
-    # The frame is not a real JPEG-LS codestream: with no JPEG-LS decoder installed
-    # (pydicom needs pyjpegls, pylibjpeg or gdcm) nothing ever reads it.
-    jpeg_ls.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + bytes(96) + b"\xff\xd9"])
-    jpeg_ls["PixelData"].VR = "OB"
-    jpeg_ls.file_meta.TransferSyntaxUID = JPEGLSLossless
+    # A real JPEG baseline frame with a corrupt Huffman table (255 codes of length 1): the
+    # frame header (28 x 28) is intact, and every decoder refuses the table.
+    corrupt = pillow_compressed(
+        _base(patient, images[first]), images[first], JPEGBaseline8Bit, format="JPEG"
+    )
+    frame = bytearray(next(generate_frames(corrupt.PixelData, number_of_frames=1)))
+    frame[_segment(frame, 0xC4) + 5] = 0xFF  # after marker, length and Tc/Th: L1
+    corrupt.PixelData = encapsulate([bytes(frame)])
+
+    # JPEG 2000 Part 2 (multi-component): no decoder for it in pydicom's plugins.
+    j2k_part2 = _base(patient, images[first])
+    j2k_part2.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(96) + b"\xff\xd9"])
+    j2k_part2["PixelData"].VR = "OB"
+    j2k_part2.file_meta.TransferSyntaxUID = JPEG2000MCLossless
+
+    # Decompression bomb: a real 28 x 28 JPEG 2000 codestream whose SIZ claims 60,000 x
+    # 60,000 pixels (the header says 28 x 28): decoders would allocate gigabytes.
+    bomb = pillow_compressed(
+        _base(patient, images[first]),
+        images[first],
+        JPEG2000Lossless,
+        format="JPEG2000",
+        no_jp2=True,
+        irreversible=False,
+        num_resolutions=2,
+    )
+    codestream = bytearray(next(generate_frames(bomb.PixelData, number_of_frames=1)))
+    codestream[8:16] = (60_000).to_bytes(4, "big") * 2  # Xsiz, Ysiz
+    bomb.PixelData = encapsulate([bytes(codestream)])
 
     huge = _base(patient, images[first])
     huge.Rows = huge.Columns = 65535
@@ -571,11 +610,69 @@ def bad_study(patient: Patient, folder: Path, images: np.ndarray, first: int) ->
         [
             ("no_pixel_data", _no_pixel_data(patient), bad("no pixel data")),
             ("truncated_pixels", truncated, bad("pixel data truncated")),
-            ("jpeg_ls", jpeg_ls, bad(f"unsupported transfer syntax {JPEGLSLossless}")),
+            ("corrupt_jpeg", corrupt, bad("undecodable")),
+            (
+                "jpeg2000_bomb",
+                bomb,
+                bad("compressed frame is 60000x60000, not the declared 28x28"),
+            ),
+            (
+                "jpeg2000_part2",
+                j2k_part2,
+                bad(f"unsupported transfer syntax {JPEG2000MCLossless} (no decoder installed)"),
+            ),
             ("huge_dimensions", huge, bad("image too large")),
             ("multi_frame", frames, bad("multi-frame image")),
             ("rgb", rgb, bad("unsupported photometric interpretation RGB")),
             ("deflated", deflated, bad(DEFLATED_REASON)),
+        ],
+    )
+
+
+def pillow_compressed(ds: Dataset, pixels: np.ndarray, syntax: str, **save: Any) -> Dataset:
+    """``ds`` with ``pixels`` as one frame Pillow encodes (JPEG or a JPEG 2000 codestream)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, **save)
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = syntax
+    return ds
+
+
+def compressed_study(
+    patient: Patient, folder: Path, images: np.ndarray, first: int
+) -> FixtureStudy:
+    """``train_images[first .. first+2]`` as JPEG 2000 lossless, RLE lossless, JPEG baseline."""
+    j2k = pillow_compressed(
+        _base(patient, images[first]),
+        images[first],
+        JPEG2000Lossless,
+        format="JPEG2000",
+        no_jp2=True,  # a bare codestream, as DICOM holds it
+        irreversible=False,  # lossless 5/3 wavelet
+        num_resolutions=2,  # 28 pixels allow one decomposition level
+    )
+    rle = _base(patient, images[first + 1])
+    rle.compress(RLELossless)
+    jpeg = pillow_compressed(
+        _base(patient, images[first + 2]),
+        images[first + 2],
+        JPEGBaseline8Bit,
+        format="JPEG",
+        quality=90,
+    )
+    jpeg.LossyImageCompression = "01"
+    jpeg.LossyImageCompressionMethod = "ISO_10918_1"
+    return _built_study(
+        "compressed",
+        patient,
+        folder,
+        [
+            ("jpeg2000_lossless", j2k, {"source_index": first}),
+            ("rle_lossless", rle, {"source_index": first + 1}),
+            ("jpeg_baseline", jpeg, {"source_index": first + 2}),
         ],
     )
 
@@ -605,5 +702,6 @@ def build_fixture_set(shared_data: Path, folder: Path) -> DicomFixtureSet:
         reused_uid_studies=xrays.reused_uid_studies,
         variants=variant_study(patient, folder, images, used),
         bad=bad_study(patient, folder, images, used + 3),
+        compressed=compressed_study(patient, folder, images, used + 5),
         unstorable=unstorable_objects(good),
     )
