@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from flask import Flask
 
+from cds.commands import risk_models
 from cds.config import Settings
 
 
@@ -90,6 +91,9 @@ def models_list() -> None:
             continue
         click.echo(f"{identity.id}\t{identity.version}\t{identity.sha256 or '-'}")
     sys.exit(1 if failed else 0)
+
+
+models.add_command(risk_models.train)
 
 
 @main.group()

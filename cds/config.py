@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -67,6 +68,9 @@ class Settings:
     #: ``dicomweb_auth_json`` parsed, its secrets resolved (by __post_init__ from os.environ
     #: unless given; by from_env from its environ). None: no JSON. Never in repr.
     dicomweb_access: DicomWebAccess | None = field(default=None, repr=False, compare=False)
+    #: Risk cards' action thresholds (model id → probability 0-1), overriding each model's
+    #: default (``WARDROUND_RISK_THRESHOLDS``, JSON: {"cvd-event-3y": 0.15, "ascvd-pce": 0.075}).
+    risk_thresholds: Mapping[str, float] = field(default_factory=dict)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,6 +87,14 @@ class Settings:
             raise ConfigError(
                 "WARDROUND_PREFETCH_DEADLINE_S, WARDROUND_FETCH_WORKERS and "
                 "WARDROUND_FHIR_MAX_PAGES must be positive"
+            )
+        bad_thresholds = [
+            key for key, value in self.risk_thresholds.items()
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1
+        ]  # fmt: skip
+        if bad_thresholds:
+            raise ConfigError(
+                f"WARDROUND_RISK_THRESHOLDS: {bad_thresholds} must be probabilities between 0 and 1"
             )
         if self.dicomweb_access is None and self.dicomweb_auth_json is not None:
             object.__setattr__(self, "dicomweb_access", _dicomweb_access(self.dicomweb_auth_json))
@@ -118,6 +130,7 @@ class Settings:
             fetch_workers=int(env.get("WARDROUND_FETCH_WORKERS", "32")),
             dicomweb_auth_json=dicomweb_auth_json,
             dicomweb_access=_dicomweb_access(dicomweb_auth_json, env),
+            risk_thresholds=_risk_thresholds(env.get("WARDROUND_RISK_THRESHOLDS")),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -138,3 +151,16 @@ def _dicomweb_access(
         return parse_dicomweb_access(text, environ)
     except DicomWebConfigError as exc:
         raise ConfigError(f"WARDROUND_DICOMWEB_AUTH: {exc}") from None
+
+
+def _risk_thresholds(text: str | None) -> dict[str, float]:
+    """WARDROUND_RISK_THRESHOLDS parsed: a JSON object of model id → probability."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ConfigError("WARDROUND_RISK_THRESHOLDS must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise ConfigError("WARDROUND_RISK_THRESHOLDS must be a JSON object")
+    return value

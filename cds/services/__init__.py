@@ -1,12 +1,14 @@
 """The CDS services this deployment offers. Add a service: write it, then list it here."""
 
-from cds.services import drug_safety, patient_summary
+from cds.services import cardiovascular_risk, drug_safety, patient_summary, risk_models
 from cds.services.registry import CdsService, ServiceRegistry
 
 BUILT_IN_SERVICES: tuple[CdsService, ...] = (
     patient_summary.SERVICE,
     drug_safety.ORDER_SELECT,
     drug_safety.ORDER_SIGN,
+    cardiovascular_risk.SERVICE,
+    risk_models.SERVICE,
 )
 
 

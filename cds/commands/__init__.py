@@ -1,0 +1,1 @@
+"""Subcommands of the ``cds`` CLI that live in their own modules (registered in cds/cli.py)."""
