@@ -18,6 +18,7 @@ from fhir.resources.R4B.patient import Patient
 
 from fhir_adapters.imaging import ImagingStudyRef, parse_imaging_study
 from fhir_adapters.parsing import (
+    ParseCache,
     ResourceInvalid,
     fhir_datetime,
     parse_resource,
@@ -154,10 +155,17 @@ class _Collector:
     :class:`PrefetchDataInvalid`; from the FHIR server the same becomes a warning.
     """
 
-    def __init__(self, data: Mapping[str, Any], patient_id: str, strict: frozenset[str]) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        patient_id: str,
+        strict: frozenset[str],
+        cache: ParseCache | None = None,
+    ) -> None:
         self.data = data
         self.patient_id = patient_id
         self.strict = strict
+        self.cache = cache
         self.warnings: list[str] = []
 
     def resources(self, key: str, subject_field: str = "subject") -> list[Any]:
@@ -165,7 +173,7 @@ class _Collector:
         if bundle is None:
             return []
         try:
-            parsed = parse_searchset(bundle, RESOURCE_TYPES[key])
+            parsed = parse_searchset(bundle, RESOURCE_TYPES[key], self.cache)
         except ResourceInvalid as exc:
             if key in self.strict:
                 raise PrefetchDataInvalid(key, str(exc)) from None
@@ -428,14 +436,17 @@ def build_patient_context(
     fetch_binary: FetchBinary | None = None,
     text_limits: TextLimits | None = None,
     today: date | None = None,
+    parse_cache: ParseCache | None = None,
 ) -> PatientContext:
     """A PatientContext from prefetch-shaped data.
 
+    ``parse_cache``: reuse parsed resources across calls on the same, unmodified JSON
+    objects (training builds one record's context for many dates); the result is the same.
     Raises :class:`NoPatientData` or :class:`PrefetchDataInvalid`.
     """
     patient = parse_patient(data.get("patient"), patient_id)
     today = today or date.today()
-    collect = _Collector(data, patient_id, supplied_keys)
+    collect = _Collector(data, patient_id, supplied_keys, parse_cache)
 
     # Sorted (oldest first, then by id), so the same record gives the same context
     # whatever order the EHR or its FHIR server listed it in.

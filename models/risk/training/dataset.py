@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 from fhir_adapters.as_of import record_as_of
 from fhir_adapters.context_builder import PATIENT_CONTEXT_PREFETCH, build_patient_context
+from fhir_adapters.parsing import ParseCache
 from fhir_adapters.patient_context import PatientContext
 from fhir_adapters.records import PatientRecord
 from fhir_adapters.synthea import prefetch_for
@@ -48,18 +49,27 @@ _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 def context_as_of(
-    resources: dict[str, list[dict]], patient_id: str, at: datetime
+    resources: dict[str, list[dict]],
+    patient_id: str,
+    at: datetime,
+    cache: ParseCache | None = None,
 ) -> PatientContext:
-    """The PatientContext a hook would have built from this record on ``at``."""
+    """The PatientContext a hook would have built from this record on ``at``.
+
+    ``cache`` only saves parsing the same resources again for the next index date."""
     prefetch = prefetch_for(record_as_of(resources, at))
     data = {key: prefetch[key] for key in TRAINING_KEYS}
     assert set(data) <= set(PATIENT_CONTEXT_PREFETCH)
-    return build_patient_context(data, patient_id, today=at.astimezone(UTC).date())
+    return build_patient_context(
+        data, patient_id, today=at.astimezone(UTC).date(), parse_cache=cache
+    )
 
 
-def full_context(resources: dict[str, list[dict]], patient_id: str) -> PatientContext:
+def full_context(
+    resources: dict[str, list[dict]], patient_id: str, cache: ParseCache | None = None
+) -> PatientContext:
     """The whole record (for outcomes and index dates), as of its last recorded day."""
-    return context_as_of(resources, patient_id, record_end(resources))
+    return context_as_of(resources, patient_id, record_end(resources), cache)
 
 
 def record_end(resources: dict[str, list[dict]]) -> datetime:
@@ -121,6 +131,8 @@ class Sample:
     patient_id: str
     index: datetime
     age: int
+    #: The file (or "ndjson") the record came from.
+    source: str = ""
     #: Models this index date is eligible for (age range, required condition).
     eligible: set[str] = field(default_factory=set)
     #: model id → feature values (trained models only).
@@ -175,7 +187,8 @@ def record_samples(
 
     ``survey`` specs get eligibility and events only (no features): outcome counts."""
     resources = {kind: list(items) for kind, items in record.resources.items()}
-    full = full_context(resources, record.patient_id)
+    cache = ParseCache()
+    full = full_context(resources, record.patient_id, cache)
     dates: set[datetime] = set()
     for spec in (*specs, *survey):
         dates.update(landmarks(full, spec.landmark_classes, spec.landmark_gap_days))
@@ -191,7 +204,7 @@ def record_samples(
         ]
         if not wanted:
             continue
-        sample = Sample(record.patient_id, at, age, death=full.deceased_at)
+        sample = Sample(record.patient_id, at, age, record.source, death=full.deceased_at)
         context = None
         for spec in wanted:
             sample.eligible.add(spec.id)
@@ -199,7 +212,7 @@ def record_samples(
             if spec in survey:
                 continue
             if context is None:
-                context = context_as_of(resources, record.patient_id, at)
+                context = context_as_of(resources, record.patient_id, at, cache)
             sample.features[spec.id] = evaluate(spec.features, context).values
             if comparators and spec.id in comparators:
                 sample.comparators[spec.id] = comparators[spec.id](context)
@@ -262,4 +275,7 @@ def build_dataset(
             samples += found
             data_end = max(data_end, end)
             count += 1
+    # One order whatever the files' order (bundles or NDJSON): the folds and the trees
+    # depend on row order, and the same data must give the same model.
+    samples.sort(key=lambda s: (s.patient_id, s.index))
     return Dataset(samples, data_end, count)

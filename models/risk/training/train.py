@@ -125,6 +125,7 @@ def _fit_one(
         "rows": int(defined.sum()),
     }
     metrics = {
+        "reference_predictions": _references(dataset, kept, test, test_p, table.y),
         "held_out": held_out,
         "train_cv": fitted.cv,
         "rounds": fitted.rounds,
@@ -156,6 +157,26 @@ def _fit_one(
     }
     artifact = _write_artifact(spec, fitted, metrics, training_data, threshold, high, out)
     return TrainReport(spec.id, artifact, metrics)
+
+
+def _references(
+    dataset: Dataset, kept: list[int], test: np.ndarray, test_p: np.ndarray, y: np.ndarray
+) -> list[dict[str, Any]]:
+    """A few held-out samples with the probability the training pipeline gave them, so a
+    test can replay them through the service (train/serve skew)."""
+    rows = [kept[i] for i in np.flatnonzero(test)]
+    labels = y[test]
+    chosen = [*np.flatnonzero(labels == 1)[:4], *np.flatnonzero(labels == 0)[:4]]
+    return [
+        {
+            "patient_id": dataset.samples[rows[i]].patient_id,
+            "source": dataset.samples[rows[i]].source,
+            "index": dataset.samples[rows[i]].index.isoformat(),
+            "probability": float(test_p[i]),
+            "outcome": int(labels[i]),
+        }
+        for i in sorted(chosen)
+    ]
 
 
 def _write_artifact(
