@@ -355,3 +355,15 @@ def test_discovery_lists_the_risk_services(hooks):
     assert services[CARDIO]["hook"] == services[LEARNED]["hook"] == "patient-view"
     assert set(services[LEARNED]["prefetch"]) == set(LEARNED_KEYS)
     assert services[LEARNED]["prefetch"]["encounters"] == "Encounter?patient={{context.patientId}}"
+
+
+def test_a_demo_request_for_a_risk_service_ends_today():
+    from cds.demo import patient_view_request
+    from cds.services.risk_models import SERVICE
+
+    body = patient_view_request(
+        synthea_bundles()[0], keys=list(SERVICE.prefetch), shift_to_today=True
+    )
+    assert set(body["prefetch"]) == set(LEARNED_KEYS)
+    starts = [e["resource"]["period"]["start"] for e in body["prefetch"]["encounters"]["entry"]]
+    assert max(starts)[:10] == date.today().isoformat()

@@ -7,9 +7,6 @@ from pathlib import Path
 
 import click
 
-DEFAULT_OUT = Path(__file__).resolve().parents[2] / "models" / "risk" / "artifacts"
-DEFAULT_CARD = DEFAULT_OUT.parent / "MODEL_CARD.md"
-
 
 def _pct(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.3f}"
@@ -27,36 +24,43 @@ def _pct(value: float | None) -> str:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_OUT,
-    show_default=True,
-    help="Artifacts folder: each model is written to <out>/<model-id>/.",
+    help="Artifacts folder, each model in <out>/<model-id>/ [default: models/risk/artifacts].",
 )
 @click.option(
     "--card",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_CARD,
-    show_default=True,
-    help="Model card to regenerate from the artifacts in --out.",
+    help="Model card to regenerate from --out [default: models/risk/MODEL_CARD.md].",
 )
 @click.option("--no-card", is_flag=True, help="Do not regenerate the model card.")
 @click.option("--workers", default=1, show_default=True, help="Processes building the data set.")
 def train(
-    model_ids: tuple[str, ...], data: Path, out: Path, card: Path, no_card: bool, workers: int
+    model_ids: tuple[str, ...],
+    data: Path,
+    out: Path | None,
+    card: Path | None,
+    no_card: bool,
+    workers: int,
 ) -> None:
     """Train MODEL_IDS (e.g. cvd-event-3y acute-care-1y) on the records in --data."""
     from tqdm import tqdm
 
     from fhir_adapters.records import RecordsInvalid, expected_records
+    from models.risk.learned import ARTIFACTS, MODEL_CARD
     from models.risk.training.card import render
-    from models.risk.training.train import TrainingError, train
+    from models.risk.training.train import TrainingError
+    from models.risk.training.train import train as train_models
 
+    out = out or ARTIFACTS
+    card = card or MODEL_CARD
     try:
         total = expected_records(data)
 
         def progress(items):  # type: ignore[no-untyped-def]
             return tqdm(items, total=total, unit="patient", desc="building index dates")
 
-        reports = train(list(model_ids), data, out, workers=max(1, workers), progress=progress)
+        reports = train_models(
+            list(model_ids), data, out, workers=max(1, workers), progress=progress
+        )
     except (TrainingError, RecordsInvalid) as exc:
         raise click.ClickException(str(exc)) from None
     for report in reports:

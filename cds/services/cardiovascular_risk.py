@@ -109,11 +109,8 @@ def _pce_card(
     else:
         summary = "Diabetes, age 40-75, no statin active: statin therapy indicated"
         indicator = "warning"
-    inputs = list(assessment.inputs)
-    if assessment.clinical_ascvd is not None:
-        inputs.append(assessment.clinical_ascvd)
-    if isinstance(assessment.ldl, ev.Evidence):
-        inputs.append(assessment.ldl)
+    inputs = list(assessment.inputs) or [ev.Evidence("Age", patient.age_years, "years")]
+    inputs += rec.basis
     detail = [f"**Recommendation**: {rec.text}"]
     if risk is not None:
         detail.append(
@@ -124,8 +121,8 @@ def _pce_card(
     elif assessment.missing:
         detail.append("10-year risk not estimated; missing:\n" + bullet_missing(assessment.missing))
     detail.append("**Inputs used**:\n" + bullet_inputs(inputs))
-    if isinstance(assessment.ldl, ev.Missing):
-        detail.append(f"LDL-C: {assessment.ldl.reason}.")
+    if not any(i.name == "LDL cholesterol" for i in rec.basis):
+        detail.append("LDL-C: not recorded in the last 5 years.")
     detail.append(
         "Risk-enhancing factors (family history, CKD, metabolic syndrome, inflammatory "
         "disease, ...) and the patient's preferences belong in the decision."

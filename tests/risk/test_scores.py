@@ -269,6 +269,21 @@ def test_statin_rules_in_the_guidelines_order():
     assert borderline.intensity is None and borderline.actionable and not borderline.suggest_order
 
 
+def test_ascvd_and_ldl_190_rules_apply_from_age_20_where_the_pce_says_nothing():
+    young = _with_lipids(290, 40, 205, age=32)
+    assert not pce.assess(young).applicable
+    severe = _recommend(young)
+    assert (severe.category, severe.intensity) == ("severe-hypercholesterolaemia", "high")
+    assert [b.name for b in severe.basis] == ["LDL cholesterol"]
+    after_mi = _recommend(
+        _with_lipids(200, 45, 120, age=35, conditions=[condition("22298006", "2023-01-01")])
+    )
+    assert (
+        after_mi.category == "secondary-prevention" and after_mi.basis[0].name == "Clinical ASCVD"
+    )
+    assert _recommend(_with_lipids(290, 40, 205, age=18)) is None
+
+
 def test_no_statin_rule_for_low_risk_low_ldl_or_an_active_statin():
     assert _recommend(_with_lipids(180, 70, 100, age=42, sex="female")) is None  # low risk
     assert _recommend(_with_lipids(213, 50, 65, age=60)) is None  # LDL-C < 70

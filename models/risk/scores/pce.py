@@ -100,8 +100,6 @@ class PceAssessment:
     missing: tuple[ev.Missing, ...] = ()
     #: Which equations and why (race handling stated).
     equations: str | None = None
-    #: LDL-C (for the statin rules: >= 190 and < 70 mg/dL), or why it is missing.
-    ldl: ev.Evidence | ev.Missing | None = None
     clinical_ascvd: ev.Evidence | None = None
     diabetes: bool | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -157,13 +155,11 @@ def assess(patient: PatientContext) -> PceAssessment:
             True, missing=(ev.Missing("Conditions", "could not be read from the EHR"),)
         )
     ascvd = ev.condition(patient, "Clinical ASCVD", code_set("clinical_ascvd"), active_only=False)
-    ldl = ev.latest_value(patient, "LDL cholesterol", LDL, "mg/dL", stale["lipids"])
     if ascvd is not None:
         return PceAssessment(
             False,
             "clinical ASCVD is recorded (secondary prevention: the PCE does not apply)",
             clinical_ascvd=ascvd,
-            ldl=ldl,
         )
     african_american, equations = _race_group(patient)
     total = _in_range(
@@ -208,7 +204,6 @@ def assess(patient: PatientContext) -> PceAssessment:
             inputs=tuple(inputs),
             missing=tuple(missing),
             equations=equations,
-            ldl=ldl,
             diabetes=diabetes is not None,
         )
     assert isinstance(total, ev.Evidence) and isinstance(hdl, ev.Evidence)
@@ -234,6 +229,5 @@ def assess(patient: PatientContext) -> PceAssessment:
         band_label=str(chosen["label"]),
         inputs=tuple(inputs),
         equations=equations,
-        ldl=ldl,
         diabetes=diabetes is not None,
     )

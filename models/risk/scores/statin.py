@@ -15,8 +15,8 @@ from typing import Literal
 
 from fhir_adapters.patient_context import PatientContext
 from models.risk import evidence as ev
-from models.risk.kb import rules
-from models.risk.scores.pce import PceAssessment
+from models.risk.kb import code_set, rules
+from models.risk.scores.pce import LDL, PceAssessment
 
 Intensity = Literal["moderate", "high"]
 GUIDELINE = "2018 AHA/ACC cholesterol guideline; 2019 ACC/AHA primary prevention guideline"
@@ -35,6 +35,8 @@ class StatinRecommendation:
     current: tuple[ev.Evidence, ...]
     #: Worth a card: a statin is indicated (or to be discussed) and none is active.
     actionable: bool
+    #: What the rule rests on besides the PCE's inputs (clinical ASCVD, LDL-C).
+    basis: tuple[ev.Evidence, ...] = ()
 
     @property
     def suggest_order(self) -> bool:
@@ -46,15 +48,27 @@ def _current_statins(patient: PatientContext) -> tuple[ev.Evidence, ...]:
 
 
 def recommend(patient: PatientContext, pce: PceAssessment) -> StatinRecommendation | None:
-    """The statin rule that applies to this patient, or None (no rule applies / not assessable)."""
+    """The statin rule that applies to this patient, or None (no rule applies / not assessable).
+
+    Clinical ASCVD and LDL-C >= 190 mg/dL are read here too: those rules apply from age 20,
+    where the PCE (40-79) says nothing."""
     cfg = rules()["statin"]
     age = patient.age_years
-    if age is None or not ev.medications_known(patient):
+    if age is None or age < cfg["adult_min_age"] or not ev.medications_known(patient):
         return None
     current = _current_statins(patient)
     untreated = not current
-    ldl = pce.ldl.value if isinstance(pce.ldl, ev.Evidence) else None
-    if pce.clinical_ascvd is not None:
+    ascvd = pce.clinical_ascvd
+    if ascvd is None and ev.conditions_known(patient):
+        ascvd = ev.condition(
+            patient, "Clinical ASCVD", code_set("clinical_ascvd"), active_only=False
+        )
+    ldl_item = ev.latest_value(
+        patient, "LDL cholesterol", LDL, "mg/dL", rules()["stale_after_days"]["lipids"]
+    )
+    ldl = ldl_item.value if isinstance(ldl_item, ev.Evidence) else None
+    basis = tuple(item for item in (ascvd, ldl_item) if isinstance(item, ev.Evidence))
+    if ascvd is not None:
         if age <= cfg["secondary_prevention_high_intensity_max_age"]:
             text = (
                 "Clinical ASCVD, age <= 75: high-intensity statin therapy is recommended to "
@@ -66,23 +80,27 @@ def recommend(patient: PatientContext, pce: PceAssessment) -> StatinRecommendati
                 "high-intensity statin therapy after weighing benefit, adverse effects, "
                 "interactions and patient preferences (class IIa)."
             )
-        return StatinRecommendation("secondary-prevention", text, "high", current, untreated)
+        return StatinRecommendation("secondary-prevention", text, "high", current, untreated, basis)
+    if (
+        isinstance(ldl, int | float)
+        and ldl >= cfg["severe_ldl_mg_dl"]
+        and age <= cfg["primary_prevention_max_age"]
+    ):
+        text = (
+            f"LDL-C {ldl:g} mg/dL (>= 190), age 20-75: high-intensity statin therapy is "
+            "recommended without a risk calculation (class I)."
+        )
+        return StatinRecommendation(
+            "severe-hypercholesterolaemia", text, "high", current, untreated, basis
+        )
     if age < cfg["primary_prevention_min_age"] or age > cfg["primary_prevention_max_age"]:
         if pce.computed and age > cfg["primary_prevention_max_age"]:
             text = (
                 "Age > 75 without clinical ASCVD: clinical assessment and a risk discussion "
                 "before starting a statin (class IIb)."
             )
-            return StatinRecommendation("primary-prevention", text, None, current, False)
+            return StatinRecommendation("primary-prevention", text, None, current, False, basis)
         return None
-    if isinstance(ldl, int | float) and ldl >= cfg["severe_ldl_mg_dl"]:
-        text = (
-            f"LDL-C {ldl:g} mg/dL (>= 190): high-intensity statin therapy is recommended "
-            "without a risk calculation (class I)."
-        )
-        return StatinRecommendation(
-            "severe-hypercholesterolaemia", text, "high", current, untreated
-        )
     if pce.diabetes:
         high = pce.risk is not None and pce.risk >= 0.20
         text = (
@@ -95,7 +113,7 @@ def recommend(patient: PatientContext, pce: PceAssessment) -> StatinRecommendati
             )
         )
         return StatinRecommendation(
-            "diabetes", text, "high" if high else "moderate", current, untreated
+            "diabetes", text, "high" if high else "moderate", current, untreated, basis
         )
     if not pce.computed or pce.band is None:
         return None
@@ -108,18 +126,20 @@ def recommend(patient: PatientContext, pce: PceAssessment) -> StatinRecommendati
             "Borderline risk (5 to < 7.5 %): if risk-enhancing factors are present, discuss "
             "moderate-intensity statin therapy (class IIb)."
         )
-        return StatinRecommendation("primary-prevention", text, None, current, untreated)
+        return StatinRecommendation("primary-prevention", text, None, current, untreated, basis)
     if pce.band == "intermediate":
         text = (
             "Intermediate risk (7.5 to < 20 %): moderate-intensity statin therapy is "
             "recommended after a clinician-patient risk discussion (class I)."
         )
-        return StatinRecommendation("primary-prevention", text, "moderate", current, untreated)
+        return StatinRecommendation(
+            "primary-prevention", text, "moderate", current, untreated, basis
+        )
     text = (
         "High risk (>= 20 %): initiate statin therapy to lower LDL-C by >= 50 % "
         "(high intensity) (class I)."
     )
-    return StatinRecommendation("primary-prevention", text, "high", current, untreated)
+    return StatinRecommendation("primary-prevention", text, "high", current, untreated, basis)
 
 
 def statin_order(patient_id: str, intensity: Intensity) -> dict[str, object]:
