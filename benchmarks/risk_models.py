@@ -192,7 +192,8 @@ def markdown(result: dict) -> str:
     return f"""{MARK_START}
 ## Risk models: features and models per patient-view (`make bench-risk`)
 
-{result["when"]}, {result["machine"]}. Every shared Synthea patient ({inp["models"]["n"]}),
+{result["when"]}, {result["machine"]}; load average {result["load"]} during the run (the
+machine is shared: tails are noisy). Every shared Synthea patient ({inp["models"]["n"]}),
 moved in time so that its record ends today, with the `risk-models` prefetch (patient,
 condition and medication history, encounters, observations, smoking status).
 
@@ -216,6 +217,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--benchmarks", type=Path, default=REPO / "BENCHMARKS.md")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     bodies = _bodies()
     os.sched_setaffinity(0, {0})  # the in-process figures are for one core
     inp = in_process(bodies)
@@ -226,6 +228,7 @@ def main() -> None:
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
         f"Python {platform.python_version()}",
+        "load": f"{load_before:.1f}-{os.getloadavg()[0]:.1f}",
         "in_process": inp,
         "latency": lat,
     }

@@ -205,20 +205,22 @@ and a cardiovascular event within 1 year. Every training run counts, with the ve
 dates and censoring rules the models use, how many events each candidate outcome has in
 the data (table below, from this run). An outcome needs enough events on *both* sides of
 a patient-level split to be trained and then measured; in the shared Synthea data,
-diabetes after prediabetes and new hypertension almost never follow an index date (the
-simulator records them before or at the first visits it exports), and a 1-year horizon
-leaves too few cardiovascular events. First cardiovascular events within 3 years and
+diabetes after prediabetes and new hypertension almost never follow an index date (see
+the table: a handful of events in one or two patients), and a 1-year horizon leaves too
+few cardiovascular events. First cardiovascular events within 3 years and
 emergency or inpatient encounters within 1 year are the outcomes these data support.
 
 {survey}
 
 ## Larger synthetic population
 
-Not used: Synthea (Java) cannot be installed here (no Java runtime or Synthea release is
-reachable offline), so every number is from the 300 shared patients, with the held-out
-patients among them. Training on a larger generated population and reporting on held-out
-shared patients is the next step the pipeline supports as it is
-(`cds models train ... --data <folder of bundles or NDJSON>`).
+Not used. The shared records come from Synthea (v2.4, Java); a Java runtime is present
+here but a Synthea release is not reachable offline (GitHub and Maven are not), and the
+Python simulators on PyPI that call themselves Synthea-like implement other disease
+modules, so training on their populations would not say how a model does on Synthea's
+held-out patients (they were not evaluated). Every number below is therefore from the
+shared patients, held-out ones among them. A larger population is one flag away when a
+generator is available: `cds models train ... --data <folder of bundles or NDJSON>`.
 
 ## Limitations
 
