@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 from cds.cards import Card, Source
 from cds.results import CardResult, Code, Factor
@@ -30,7 +31,9 @@ from cds.services.risk_common import (
 from models import registry
 from models.risk.evidence import Evidence
 from models.risk.features.evaluate import FeaturesUnavailable
-from models.risk.learned import LearnedRiskModel, NotEligible, RiskPrediction
+
+if TYPE_CHECKING:  # the models (xgboost) are imported when the registry first loads one
+    from models.risk.learned import LearnedRiskModel, RiskPrediction
 
 log = logging.getLogger("cds.services.risk_models")
 MODEL_IDS = ("cvd-event-3y", "acute-care-1y")
@@ -123,6 +126,8 @@ def _card(model: LearnedRiskModel, prediction: RiskPrediction) -> tuple[Card, Ca
 
 
 def assess(call: HookCall) -> ServiceResult:
+    from models.risk.learned import NotEligible
+
     pairs: list[tuple[Card, CardResult]] = []
     models = []
     for model_id in MODEL_IDS:
