@@ -367,3 +367,19 @@ def test_a_demo_request_for_a_risk_service_ends_today():
     assert set(body["prefetch"]) == set(LEARNED_KEYS)
     starts = [e["resource"]["period"]["start"] for e in body["prefetch"]["encounters"]["entry"]]
     assert max(starts)[:10] == date.today().isoformat()
+
+
+def test_bad_history_prefetch_is_a_400_and_a_bad_entry_is_skipped(hooks, database_url):
+    bundle, _ = _find("acute")
+    body = _request(bundle, LEARNED_KEYS)
+    not_a_bundle = body | {
+        "prefetch": body["prefetch"] | {"encounters": {"resourceType": "Patient"}}
+    }
+    response = hooks.call(LEARNED, not_a_bundle)
+    assert response.status_code == 400 and response.json["field"] == "prefetch.encounters"
+    broken = _request(bundle, LEARNED_KEYS)
+    broken["prefetch"]["encounters"]["entry"][0]["resource"]["period"] = "yesterday"
+    assert hooks.call(LEARNED, broken).status_code == 200
+    invocation = rows_of(database_url, Invocation)[-1]
+    entry = next(e for e in invocation.prefetch_fetched if e["key"] == "encounters")
+    assert entry["skipped"] == 1 and entry["warnings"][0].startswith("encounters.entry[0]")

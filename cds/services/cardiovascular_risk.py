@@ -101,7 +101,11 @@ def _pce_card(
         summary = f"10-year ASCVD risk {_percent(risk)} ({assessment.band}): no statin active"
         indicator = INDICATOR.get(assessment.band or "", "info")
     elif rec.category == "secondary-prevention":
-        summary = "Clinical ASCVD without an active statin: high-intensity statin indicated"
+        summary = "Clinical ASCVD without an active statin: " + (
+            "high-intensity statin indicated"
+            if rec.strength == "I"
+            else "statin reasonable (age > 75)"
+        )
         indicator = "warning"
     elif rec.category == "severe-hypercholesterolaemia":
         summary = "LDL-C >= 190 mg/dL without an active statin: high-intensity statin indicated"
@@ -122,7 +126,10 @@ def _pce_card(
         detail.append("10-year risk not estimated; missing:\n" + bullet_missing(assessment.missing))
     detail.append("**Inputs used**:\n" + bullet_inputs(inputs))
     if not any(i.name == "LDL cholesterol" for i in rec.basis):
-        detail.append("LDL-C: not recorded in the last 5 years.")
+        detail.append(
+            "LDL-C: no usable value in the last 5 years (the >= 190 and < 70 mg/dL rules "
+            "could not be checked)."
+        )
     detail.append(
         "Risk-enhancing factors (family history, CKD, metabolic syndrome, inflammatory "
         "disease, ...) and the patient's preferences belong in the decision."

@@ -10,6 +10,7 @@ when a statin is indicated and none is active.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,6 +38,12 @@ class StatinRecommendation:
     actionable: bool
     #: What the rule rests on besides the PCE's inputs (clinical ASCVD, LDL-C).
     basis: tuple[ev.Evidence, ...] = ()
+
+    @property
+    def strength(self) -> str:
+        """The ACC/AHA class of recommendation named in ``text`` (I, IIa or IIb)."""
+        found = re.findall(r"class (IIa|IIb|I)\b", self.text)
+        return found[0] if found else ""
 
     @property
     def suggest_order(self) -> bool:
