@@ -139,8 +139,9 @@ def _section(artifact: Artifact, metrics: dict[str, Any], plot: str) -> list[str
         "evaluator); outcome strictly after it from the whole record.",
         f"- Samples: {data['samples']} index dates of {data['patients']} patients; "
         f"{data['events']} with the outcome ({data['event_patients']} patients); prevalence "
-        f"{_pct(data['prevalence'])}. Censored (left out): follow-up shorter than the horizon "
-        "without an event (data end or death); prior outcome condition.",
+        f"{_pct(data['prevalence'])}. Left out: follow-up shorter than the horizon without "
+        "an event (data end, or death: a competing risk, not a negative)"
+        + ("; the outcome condition already recorded." if outcome["exclude_prior"] else "."),
         f"- Split: {data['split']}: {metrics['train']['patients']} training patients "
         f"({metrics['train']['samples']} samples, {metrics['train']['events']} events), "
         f"{held['patients']} held-out patients ({held['samples']} samples, {held['events']} "
