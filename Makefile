@@ -62,7 +62,7 @@ bench-drug: $(STAMP)
 	$(BIN)/python benchmarks/drug_safety.py
 
 # Train the learned risk models on the shared Synthea patients (patient-level split) and
-# regenerate their artifacts and model card (models/risk/MODEL_CARD.md): a few minutes.
+# regenerate their artifacts and model card (models/risk/MODEL_CARD.md): about a minute.
 SHARED_DATA ?= ../shared/data
 .PHONY: models-risk
 models-risk: $(STAMP)
