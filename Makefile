@@ -61,6 +61,19 @@ bench-context: $(STAMP) test-services
 bench-drug: $(STAMP)
 	$(BIN)/python benchmarks/drug_safety.py
 
+# Train the learned risk models on the shared Synthea patients (patient-level split) and
+# regenerate their artifacts and model card (models/risk/MODEL_CARD.md): about a minute.
+SHARED_DATA ?= ../shared/data
+.PHONY: models-risk
+models-risk: $(STAMP)
+	$(BIN)/cds models train cvd-event-3y acute-care-1y --data $(SHARED_DATA)/synthea-r4 \
+		--out models/risk/artifacts --card models/risk/MODEL_CARD.md
+
+# Feature extraction + every risk model per patient-view → BENCHMARKS.md ("Risk models").
+.PHONY: bench-risk
+bench-risk: $(STAMP)
+	$(BIN)/python benchmarks/risk_models.py
+
 # A FHIR server with the shared Synthea patients on 127.0.0.1:8090, to try self-fetch.
 .PHONY: demo-fhir
 demo-fhir: $(STAMP) test-services

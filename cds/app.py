@@ -19,6 +19,7 @@ from cds.hooks_api import bp as hooks_bp
 from cds.http_json import error_response
 from cds.logging_setup import configure_logging
 from cds.metrics import bp as metrics_bp
+from cds.model_pages import bp as model_pages_bp
 from cds.openapi import bp as openapi_bp
 from cds.security import JwtVerifier, load_trusted_issuers
 from cds.security.replay_store import DatabaseReplayStore
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, registry: ServiceRegistry | Non
     app.register_blueprint(hooks_bp)
     app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi_bp)
+    app.register_blueprint(model_pages_bp)
     _install_error_handlers(app)
     _install_request_log(app, settings)
     return app

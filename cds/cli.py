@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from flask import Flask
 
+from cds.commands import risk_models
 from cds.commands.imaging import imaging
 from cds.commands.nlp import nlp
 from cds.config import Settings
@@ -94,6 +95,9 @@ def models_list() -> None:
     sys.exit(1 if failed else 0)
 
 
+models.add_command(risk_models.train)
+
+
 @main.group()
 def demo() -> None:
     """Demo EHR identity and sample requests, for trying the service locally."""
@@ -109,11 +113,21 @@ def demo_setup() -> None:
 
 @demo.command("request")
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def demo_request(bundle: Path) -> None:
+@click.option("--service", "service_id", help="Prefetch the keys this service declares.")
+@click.option("--shift-to-today", is_flag=True, help="Move the record so its last visit is today.")
+def demo_request(bundle: Path, service_id: str | None, shift_to_today: bool) -> None:
     """Print a patient-view request built from a Synthea patient BUNDLE (.json or .json.gz)."""
     from cds.demo import patient_view_request
+    from cds.services import default_registry
 
-    click.echo(json.dumps(patient_view_request(bundle), indent=2))
+    keys = None
+    if service_id is not None:
+        service = default_registry().get(service_id)
+        if service is None:
+            raise click.UsageError(f"no service {service_id!r}")
+        keys = list(service.prefetch)
+    request = patient_view_request(bundle, keys=keys, shift_to_today=shift_to_today)
+    click.echo(json.dumps(request, indent=2))
 
 
 @main.group()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -73,6 +74,9 @@ class Settings:
     imaging_lookback_days: float = 14.0
     #: Image viewer URL with ``{study_uid}`` (e.g. an OHIF viewer); cards link to it.
     imaging_viewer_url: str | None = None
+    #: Risk cards' action thresholds (model id → probability 0-1), overriding each model's
+    #: default (``WARDROUND_RISK_THRESHOLDS``, JSON: {"cvd-event-3y": 0.15, "ascvd-pce": 0.075}).
+    risk_thresholds: Mapping[str, float] = field(default_factory=dict)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -96,6 +100,14 @@ class Settings:
             raise ConfigError("WARDROUND_IMAGING_LOOKBACK_DAYS must be between 0 and 36500")
         if self.imaging_viewer_url is not None:
             _check_viewer_url(self.imaging_viewer_url)
+        bad_thresholds = [
+            key for key, value in self.risk_thresholds.items()
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1
+        ]  # fmt: skip
+        if bad_thresholds:
+            raise ConfigError(
+                f"WARDROUND_RISK_THRESHOLDS: {bad_thresholds} must be probabilities between 0 and 1"
+            )
         if self.dicomweb_access is None and self.dicomweb_auth_json is not None:
             object.__setattr__(self, "dicomweb_access", _dicomweb_access(self.dicomweb_auth_json))
 
@@ -133,6 +145,7 @@ class Settings:
             report_lookback_days=int(env.get("WARDROUND_REPORT_LOOKBACK_DAYS", "90")),
             imaging_lookback_days=float(env.get("WARDROUND_IMAGING_LOOKBACK_DAYS", "14")),
             imaging_viewer_url=env.get("WARDROUND_IMAGING_VIEWER_URL") or None,
+            risk_thresholds=_risk_thresholds(env.get("WARDROUND_RISK_THRESHOLDS")),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -169,3 +182,16 @@ def _dicomweb_access(
         return parse_dicomweb_access(text, environ)
     except DicomWebConfigError as exc:
         raise ConfigError(f"WARDROUND_DICOMWEB_AUTH: {exc}") from None
+
+
+def _risk_thresholds(text: str | None) -> dict[str, float]:
+    """WARDROUND_RISK_THRESHOLDS parsed: a JSON object of model id → probability."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ConfigError("WARDROUND_RISK_THRESHOLDS must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise ConfigError("WARDROUND_RISK_THRESHOLDS must be a JSON object")
+    return value

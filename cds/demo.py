@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from fhir_adapters.synthea import load_bundle, prefetch_for, resources_by_type
+from fhir_adapters.time_shift import days_between, shift_record
 
 SUMMARY_KEYS = ("patient", "conditions", "medications", "allergies")
 DEMO_ISSUER = "https://demo-ehr.wardround.example"
@@ -79,15 +81,25 @@ def mint_token(
 
 
 def patient_view_request(
-    bundle_path: Path, user_id: str = "Practitioner/example", keys: Iterable[str] | None = None
+    bundle_path: Path,
+    user_id: str = "Practitioner/example",
+    keys: Iterable[str] | None = None,
+    shift_to_today: bool = False,
 ) -> dict:
     """A ``patient-view`` request whose prefetch holds a Synthea patient's data.
 
     ``keys``: the prefetch keys to include (default: those of the patient-summary service).
+    ``shift_to_today``: move every date of the record so that its last encounter is today
+    (the shared records end in 2021: unshifted, risk scores rightly call their values stale).
     """
     resources = resources_by_type(load_bundle(bundle_path))
     if not resources.get("Patient"):
         raise ValueError(f"{bundle_path.name} holds no Patient (not a patient bundle)")
+    if shift_to_today:
+        starts = [e["period"]["start"][:10] for e in resources.get("Encounter", [])]
+        if starts:
+            last = date.fromisoformat(max(starts))
+            resources = shift_record(resources, days_between(last, date.today()))
     patient = resources["Patient"][0]
     prefetch = prefetch_for(resources)
     wanted = tuple(keys) if keys is not None else SUMMARY_KEYS

@@ -378,6 +378,9 @@ def build_openapi(
         for rule in url_map.iter_rules():
             if rule.rule == "/metrics" and (rule.methods is None or "GET" in rule.methods):
                 paths["/metrics"] = {"get": _metrics(schemas, rule.endpoint)}
+            elif rule.endpoint.startswith("model_pages."):
+                path = rule.rule.replace("<model_id>", "{model_id}").replace("<name>", "{name}")
+                paths[path] = {"get": _model_page(rule.endpoint)}
 
     document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
@@ -426,6 +429,31 @@ def _metrics(schemas: _Schemas, endpoint: str) -> dict[str, Any]:
     else:
         operation["security"] = []
     return operation
+
+
+def _model_page(endpoint: str) -> dict[str, Any]:
+    figure = endpoint.endswith("model_figure")
+    parameters = [
+        {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+    if figure:
+        parameters.append(
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+        )
+    media = "image/png" if figure else "text/html"
+    return {
+        "operationId": endpoint.rsplit(".", 1)[-1],
+        "tags": ["Meta"],
+        "summary": "A figure of a model card"
+        if figure
+        else "A model's card (the risk cards' link)",
+        "security": [],
+        "parameters": parameters,
+        "responses": {
+            "200": {"description": media, "content": {media: {"schema": {"type": "string"}}}},
+            "404": {"description": "no such model, or it has no card or figure"},
+        },
+    }
 
 
 def _version() -> str:

@@ -18,6 +18,7 @@ from fhir.resources.R4B.patient import Patient
 
 from fhir_adapters.imaging import ImagingStudyRef, parse_imaging_study
 from fhir_adapters.parsing import (
+    ParseCache,
     ResourceInvalid,
     fhir_datetime,
     parse_resource,
@@ -30,6 +31,7 @@ from fhir_adapters.patient_context import (
     Concept,
     Dosage,
     DraftOrder,
+    Encounter,
     Measurement,
     Medication,
     PatientContext,
@@ -51,6 +53,13 @@ PATIENT_CONTEXT_PREFETCH: dict[str, str] = {
     "imaging": "ImagingStudy?patient={{context.patientId}}",
     "reports": "DiagnosticReport?patient={{context.patientId}}",
     "documents": "DocumentReference?patient={{context.patientId}}&status=current",
+    # The record over time (risk models): every condition, medication request and
+    # encounter whatever its status, and the smoking status (LOINC 72166-2), which is
+    # neither a vital sign nor a laboratory result.
+    "condition_history": "Condition?patient={{context.patientId}}",
+    "medication_history": "MedicationRequest?patient={{context.patientId}}",
+    "encounters": "Encounter?patient={{context.patientId}}",
+    "smoking_status": "Observation?patient={{context.patientId}}&code=http://loinc.org|72166-2",
 }
 RESOURCE_TYPES = {
     "conditions": "Condition",
@@ -60,7 +69,13 @@ RESOURCE_TYPES = {
     "imaging": "ImagingStudy",
     "reports": "DiagnosticReport",
     "documents": "DocumentReference",
+    "condition_history": "Condition",
+    "medication_history": "MedicationRequest",
+    "encounters": "Encounter",
+    "smoking_status": "Observation",
 }
+US_CORE_RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
+US_CORE_ETHNICITY = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"
 ADMINISTRATIVE_GENDER = frozenset({"male", "female", "other", "unknown"})
 ACTIVE_PROBLEM = frozenset({"active", "recurrence", "relapse"})
 NOT_TRUE = frozenset({"refuted", "entered-in-error"})
@@ -140,10 +155,17 @@ class _Collector:
     :class:`PrefetchDataInvalid`; from the FHIR server the same becomes a warning.
     """
 
-    def __init__(self, data: Mapping[str, Any], patient_id: str, strict: frozenset[str]) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        patient_id: str,
+        strict: frozenset[str],
+        cache: ParseCache | None = None,
+    ) -> None:
         self.data = data
         self.patient_id = patient_id
         self.strict = strict
+        self.cache = cache
         self.warnings: list[str] = []
 
     def resources(self, key: str, subject_field: str = "subject") -> list[Any]:
@@ -151,7 +173,7 @@ class _Collector:
         if bundle is None:
             return []
         try:
-            parsed = parse_searchset(bundle, RESOURCE_TYPES[key])
+            parsed = parse_searchset(bundle, RESOURCE_TYPES[key], self.cache)
         except ResourceInvalid as exc:
             if key in self.strict:
                 raise PrefetchDataInvalid(key, str(exc)) from None
@@ -178,6 +200,10 @@ def problem(condition: Any) -> Problem:
             c
             for cat in condition.category or []
             for c in concept(cat).codes("http://terminology.hl7.org/CodeSystem/condition-category")
+        ),
+        abatement=fhir_datetime(
+            condition.abatementDateTime
+            or (condition.abatementPeriod.end if condition.abatementPeriod else None)
         ),
     )
 
@@ -252,8 +278,10 @@ def _measurement(code: Any, holder: Any, effective: datetime | None, **extra: An
     unit = (quantity.code or quantity.unit) if quantity is not None else None
     normalised = normalise(loinc, value, unit) if value is not None else None
     text = None
+    coded = None
     if holder.valueCodeableConcept is not None:
-        text = concept(holder.valueCodeableConcept).label
+        coded = concept(holder.valueCodeableConcept)
+        text = coded.label
     elif holder.valueString is not None:
         text = str(holder.valueString)
     return Measurement(
@@ -264,6 +292,7 @@ def _measurement(code: Any, holder: Any, effective: datetime | None, **extra: An
         effective=effective,
         normalised=Quantity(*normalised) if normalised else None,
         value_text=text,
+        value_concept=coded,
         **extra,
     )
 
@@ -311,6 +340,52 @@ def latest_by_loinc(items: Iterable[Measurement]) -> dict[str, Measurement]:
         ):
             latest[item.loinc] = item
     return dict(sorted(latest.items()))
+
+
+def history_by_loinc(items: Iterable[Measurement]) -> dict[str, tuple[Measurement, ...]]:
+    """Every value per LOINC code, oldest first (ties by observation id); one value per
+    observation and code, so an Observation that two prefetch keys both return counts once."""
+    unique = {(m.loinc, m.observation_id, m.effective, m.value, m.value_text): m for m in items}
+    grouped: dict[str, list[Measurement]] = {}
+    for item in unique.values():
+        grouped.setdefault(item.loinc, []).append(item)
+    return {
+        loinc: tuple(sorted(found, key=lambda m: (m.effective or EPOCH, m.observation_id or "")))
+        for loinc, found in sorted(grouped.items())
+    }
+
+
+def encounter(resource: Any) -> Encounter:
+    klass = resource.class_fhir
+    period = resource.period
+    return Encounter(
+        id=resource.id,
+        status=resource.status,
+        class_code=str(klass.code) if klass is not None and klass.code else None,
+        type=next((concept(t) for t in resource.type or []), Concept()),
+        start=fhir_datetime(period.start) if period else None,
+        end=fhir_datetime(period.end) if period else None,
+        reasons=tuple(concept(r) for r in resource.reasonCode or []),
+    )
+
+
+def _us_core_codings(patient: Patient, url: str) -> tuple[Coding, ...]:
+    """The ombCategory codings of a US Core race/ethnicity extension, then the detailed ones."""
+    found: dict[str, list[Coding]] = {"ombCategory": [], "detailed": []}
+    for extension in patient.extension or []:
+        if extension.url != url:
+            continue
+        for part in extension.extension or []:
+            value = part.valueCoding
+            if part.url in found and value is not None and value.code:
+                found[part.url].append(
+                    Coding(
+                        system=str(value.system) if value.system else None,
+                        code=str(value.code),
+                        display=str(value.display) if value.display else None,
+                    )
+                )
+    return (*found["ombCategory"], *found["detailed"])
 
 
 def draft_orders(bundle: Mapping[str, Any] | None, selections: Sequence[str]) -> list[DraftOrder]:
@@ -361,17 +436,29 @@ def build_patient_context(
     fetch_binary: FetchBinary | None = None,
     text_limits: TextLimits | None = None,
     today: date | None = None,
+    parse_cache: ParseCache | None = None,
 ) -> PatientContext:
     """A PatientContext from prefetch-shaped data.
 
+    ``parse_cache``: reuse parsed resources across calls on the same, unmodified JSON
+    objects (training builds one record's context for many dates); the result is the same.
     Raises :class:`NoPatientData` or :class:`PrefetchDataInvalid`.
     """
     patient = parse_patient(data.get("patient"), patient_id)
     today = today or date.today()
-    collect = _Collector(data, patient_id, supplied_keys)
+    collect = _Collector(data, patient_id, supplied_keys, parse_cache)
 
     # Sorted (oldest first, then by id), so the same record gives the same context
     # whatever order the EHR or its FHIR server listed it in.
+    all_conditions = sorted(
+        (
+            problem(c)
+            for c in collect.resources("condition_history")
+            if _status(c.verificationStatus) not in NOT_TRUE
+        ),
+        key=lambda p: (p.onset or EPOCH, p.id or ""),
+    )
+    # Active problems from the ``conditions`` key; without it, from the whole history.
     problems = sorted(
         (
             problem(c)
@@ -381,6 +468,16 @@ def build_patient_context(
         ),
         key=lambda p: (p.onset or EPOCH, p.id or ""),
     )
+    if "conditions" not in data:
+        problems = [p for p in all_conditions if p.clinical_status in ACTIVE_PROBLEM]
+    medication_history = sorted(
+        (
+            medication(m, _contained_medications(m))
+            for m in collect.resources("medication_history")
+            if m.status != "entered-in-error"
+        ),
+        key=lambda m: (m.authored_on or EPOCH, m.id or ""),
+    )
     medications = sorted(
         (
             medication(m, _contained_medications(m))
@@ -388,6 +485,12 @@ def build_patient_context(
             if m.status == "active"
         ),
         key=lambda m: (m.authored_on or EPOCH, m.id or ""),
+    )
+    if "medications" not in data:
+        medications = [m for m in medication_history if m.status == "active"]
+    encounters = sorted(
+        (encounter(e) for e in collect.resources("encounters")),
+        key=lambda e: (e.start or EPOCH, e.id or ""),
     )
     allergies = sorted(
         (
@@ -398,9 +501,13 @@ def build_patient_context(
         ),
         key=lambda a: a.id or "",
     )
-    latest = latest_by_loinc(
-        m for observation in collect.resources("observations") for m in measurements(observation)
-    )
+    values = [
+        m
+        for key in ("observations", "smoking_status")
+        for observation in collect.resources(key)
+        for m in measurements(observation)
+    ]
+    latest = latest_by_loinc(values)
     studies: list[ImagingStudyRef] = sorted(
         (
             parse_imaging_study(study)
@@ -416,6 +523,7 @@ def build_patient_context(
         text_limits or TextLimits(),
     )
     deceased = bool(patient.deceasedBoolean or patient.deceasedDateTime)
+    deceased_at = fhir_datetime(patient.deceasedDateTime)
     return PatientContext(
         patient_id=patient_id,
         birth_date=patient.birthDate if isinstance(patient.birthDate, date) else None,
@@ -432,4 +540,12 @@ def build_patient_context(
         encounter_id=encounter_id,
         unavailable=frozen_mapping(unavailable),
         warnings=(*collect.warnings, *texts.warnings),
+        as_of=today,
+        race=_us_core_codings(patient, US_CORE_RACE),
+        ethnicity=_us_core_codings(patient, US_CORE_ETHNICITY),
+        deceased_at=deceased_at,
+        conditions=tuple(all_conditions),
+        medication_history=tuple(medication_history),
+        encounters=tuple(encounters),
+        history=frozen_mapping(history_by_loinc(values)),
     )

@@ -96,7 +96,27 @@ class ParsedEntries:
     warnings: list[str] = field(default_factory=list)
 
 
-def parse_searchset(bundle: Any, resource_type: str) -> ParsedEntries:
+class ParseCache:
+    """Parsed resources by the identity of their JSON object, for callers that parse the
+    very same (never modified) dicts again and again: training rebuilds a patient's context
+    for each index date from one record. The cache holds each dict, so an id is never
+    reused while it is in the cache; a failed parse is not cached."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[int, tuple[Any, Resource]] = {}
+
+    def parse(self, data: Any, expected_type: str | None) -> Resource:
+        found = self._parsed.get(id(data))
+        if found is not None and found[0] is data:
+            return found[1]
+        resource = parse_resource(data, expected_type)
+        self._parsed[id(data)] = (data, resource)
+        return resource
+
+
+def parse_searchset(
+    bundle: Any, resource_type: str, cache: ParseCache | None = None
+) -> ParsedEntries:
     """Parse a search Bundle entry by entry: one bad resource is skipped, not fatal."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise ResourceInvalid("expected a Bundle")
@@ -109,7 +129,11 @@ def parse_searchset(bundle: Any, resource_type: str) -> ParsedEntries:
         if isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome":
             continue  # search warnings travel as OperationOutcome entries
         try:
-            parsed.resources.append(parse_resource(resource, resource_type))
+            parsed.resources.append(
+                cache.parse(resource, resource_type)
+                if cache is not None
+                else parse_resource(resource, resource_type)
+            )
         except ResourceInvalid as exc:
             parsed.warnings.append(f"entry[{i}]: {exc}")
     return parsed

@@ -74,6 +74,8 @@ class Problem:
     verification_status: str | None
     onset: datetime | None
     categories: tuple[str, ...] = ()
+    #: When it resolved (``abatementDateTime`` or the end of ``abatementPeriod``), if known.
+    abatement: datetime | None = None
 
     @property
     def snomed_codes(self) -> tuple[str, ...]:
@@ -146,6 +148,22 @@ class Measurement:
     value_text: str | None = None
     category: str | None = None
     observation_id: str | None = None
+    #: A coded value (``valueCodeableConcept``), e.g. a smoking status, with its codes.
+    value_concept: Concept | None = None
+
+
+@dataclass(frozen=True)
+class Encounter:
+    """One Encounter of the record: when, what kind (v3 ActCode class) and why."""
+
+    id: str | None
+    status: str | None
+    #: ``Encounter.class`` code (v3 ActCode): AMB, EMER, IMP, ACUTE, HH, VR, …
+    class_code: str | None
+    type: Concept
+    start: datetime | None
+    end: datetime | None
+    reasons: tuple[Concept, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -189,6 +207,23 @@ class PatientContext:
     unavailable: Mapping[str, str] = field(default_factory=frozen_mapping)
     #: One line per skipped or doubtful resource: where and why, never its content.
     warnings: tuple[str, ...] = ()
+    #: The day this context describes: ``age_years`` is the age on it (today, unless the
+    #: record was rebuilt as it stood on an earlier date, see ``fhir_adapters.as_of``).
+    as_of: date | None = None
+    #: US Core race (OMB categories first, then detailed codes) and ethnicity.
+    race: tuple[Coding, ...] = ()
+    ethnicity: tuple[Coding, ...] = ()
+    deceased_at: datetime | None = None
+    #: Every condition of the record, resolved ones included (refuted and entered-in-error
+    #: left out), oldest first: from the ``condition_history`` prefetch key.
+    conditions: tuple[Problem, ...] = ()
+    #: Every MedicationRequest of the record whatever its status (entered-in-error left
+    #: out), oldest first: from the ``medication_history`` prefetch key.
+    medication_history: tuple[Medication, ...] = ()
+    #: Every Encounter, oldest first: from the ``encounters`` prefetch key.
+    encounters: tuple[Encounter, ...] = ()
+    #: Every value per LOINC code, oldest first (``latest`` holds the last of each).
+    history: Mapping[str, tuple[Measurement, ...]] = field(default_factory=frozen_mapping)
 
     def measurement(self, loinc: str) -> Measurement | None:
         return self.latest.get(loinc)

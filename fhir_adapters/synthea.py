@@ -87,21 +87,31 @@ def _in_category(resource: dict[str, Any], codes: frozenset[str]) -> bool:
     )
 
 
+def _has_loinc(resource: dict[str, Any], code: str) -> bool:
+    return any(
+        coding.get("system") == "http://loinc.org" and coding.get("code") == code
+        for coding in (resource.get("code") or {}).get("coding") or []
+    )
+
+
 def prefetch_for(resources: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """What a CDS client would prefetch for the standard templates of
     ``fhir_adapters.context_builder.PATIENT_CONTEXT_PREFETCH`` (same filters, one page)."""
     vital_or_lab = frozenset({"vital-signs", "laboratory"})
+    observations = resources.get("Observation", [])
     return {
         "patient": resources["Patient"][0],
         "conditions": searchset(active_conditions(resources)),
         "medications": searchset(active_medication_requests(resources)),
         "allergies": searchset(resources.get("AllergyIntolerance", [])),
-        "observations": searchset(
-            [r for r in resources.get("Observation", []) if _in_category(r, vital_or_lab)]
-        ),
+        "observations": searchset([r for r in observations if _in_category(r, vital_or_lab)]),
         "imaging": searchset(resources.get("ImagingStudy", [])),
         "reports": searchset(resources.get("DiagnosticReport", [])),
         "documents": searchset(
             [r for r in resources.get("DocumentReference", []) if r.get("status") == "current"]
         ),
+        "condition_history": searchset(resources.get("Condition", [])),
+        "medication_history": searchset(resources.get("MedicationRequest", [])),
+        "encounters": searchset(resources.get("Encounter", [])),
+        "smoking_status": searchset([r for r in observations if _has_loinc(r, "72166-2")]),
     }

@@ -53,6 +53,36 @@ MODEL_ENTRIES: tuple[ModelEntry, ...] = (
         description="Pneumonia on frontal chest radiographs (CR/DX): torch CNN, calibrated",
         loader="models.imaging:load",
     ),
+    ModelEntry(
+        id="ascvd-pce",
+        family="risk",
+        description="ACC/AHA Pooled Cohort Equations (10-year ASCVD) and 2018 statin rules",
+        loader="models.risk.scores:load_pce",
+    ),
+    ModelEntry(
+        id="cha2ds2-vasc",
+        family="risk",
+        description="CHA2DS2-VASc stroke risk in atrial fibrillation (Lip 2010)",
+        loader="models.risk.scores:load_cha2ds2_vasc",
+    ),
+    ModelEntry(
+        id="has-bled",
+        family="risk",
+        description="HAS-BLED bleeding risk in atrial fibrillation (Pisters 2010)",
+        loader="models.risk.scores:load_has_bled",
+    ),
+    ModelEntry(
+        id="cvd-event-3y",
+        family="risk",
+        description="xgboost: first cardiovascular event within 3 years (artifact)",
+        loader="models.risk.learned:load_cvd_event_3y",
+    ),
+    ModelEntry(
+        id="acute-care-1y",
+        family="risk",
+        description="xgboost: emergency visit or admission within 1 year (artifact)",
+        loader="models.risk.learned:load_acute_care_1y",
+    ),
 )
 
 _lock = threading.Lock()

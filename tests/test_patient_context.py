@@ -63,6 +63,69 @@ def test_a_synthea_patient_in_full():
     assert context.warnings == ()
 
 
+def _resolved_record():  # type: ignore[no-untyped-def]
+    for bundle in synthea_bundles():
+        resources = resources_by_type(load_bundle(bundle))
+        if any(c.get("abatementDateTime") for c in resources.get("Condition", [])) and any(
+            m["status"] == "active" for m in resources.get("MedicationRequest", [])
+        ):
+            return resources
+    pytest.fail("no shared patient with a resolved condition and an active medication")
+
+
+def test_the_record_over_time_conditions_medications_encounters_values():
+    resources = _resolved_record()
+    patient_id = resources["Patient"][0]["id"]
+    context = build_patient_context(prefetch_for(resources), patient_id, today=TODAY)
+    assert context.as_of == TODAY
+    raw_conditions = resources["Condition"]
+    assert sorted(p.id for p in context.conditions) == sorted(c["id"] for c in raw_conditions)
+    resolved = [p for p in context.conditions if p.clinical_status == "resolved"]
+    assert resolved and all(p.abatement is not None for p in resolved)
+    assert {p.id for p in context.problems} == {
+        c["id"] for c in raw_conditions if c["clinicalStatus"]["coding"][0]["code"] == "active"
+    }
+    assert len(context.medication_history) == len(resources["MedicationRequest"])
+    assert {m.id for m in context.medications} == {
+        m["id"] for m in resources["MedicationRequest"] if m["status"] == "active"
+    }
+    assert [e.id for e in context.encounters] == [
+        e["id"] for e in sorted(resources["Encounter"], key=lambda e: e["period"]["start"])
+    ]
+    assert {e.class_code for e in context.encounters} <= {"AMB", "EMER", "IMP"}
+    first = context.encounters[0]
+    assert first.start.isoformat().startswith(
+        sorted(e["period"]["start"] for e in resources["Encounter"])[0][:19]
+    )
+    systolic = [
+        o for o in resources["Observation"]
+        for c in o.get("component", [])
+        if c["code"]["coding"][0]["code"] == "8480-6"
+    ]  # fmt: skip
+    assert len(context.history["8480-6"]) == len(systolic)
+    assert context.history["8480-6"][-1] == context.latest["8480-6"]
+    smoking = context.latest["72166-2"]
+    assert smoking.value_concept.codes(SNOMED) and smoking.category == "survey"
+    race = resources["Patient"][0]["extension"][0]["extension"][0]["valueCoding"]["code"]
+    assert context.race[0].code == race and context.ethnicity
+
+
+def test_active_problems_come_from_the_history_when_only_it_is_sent():
+    resources = _resolved_record()
+    patient_id = resources["Patient"][0]["id"]
+    prefetch = prefetch_for(resources)
+    narrow = build_patient_context(
+        {k: prefetch[k] for k in ("patient", "conditions", "medications")}, patient_id
+    )
+    history = build_patient_context(
+        {k: prefetch[k] for k in ("patient", "condition_history", "medication_history")},
+        patient_id,
+    )
+    assert narrow.problems == history.problems and narrow.medications == history.medications
+    assert narrow.conditions == () and narrow.encounters == ()
+    assert len(history.conditions) > len(history.problems)
+
+
 def test_latest_vitals_are_the_newest_and_panels_are_split_into_components():
     for bundle in synthea_bundles()[:20]:
         patient_id, prefetch = _prefetch(bundle)
@@ -98,7 +161,8 @@ def test_allergies_keep_substance_codes_and_criticality():
     seen = 0
     for bundle in synthea_bundles():
         patient_id, prefetch = _prefetch(bundle)
-        context = build_patient_context(prefetch, patient_id, today=TODAY)
+        wanted = {key: prefetch[key] for key in ("patient", "allergies")}
+        context = build_patient_context(wanted, patient_id, today=TODAY)
         for allergy in context.allergies:
             assert allergy.substance.codes(SNOMED) or allergy.substance.label
             assert allergy.criticality in {None, "low", "high", "unable-to-assess"}

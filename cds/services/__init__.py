@@ -1,6 +1,13 @@
 """The CDS services this deployment offers. Add a service: write it, then list it here."""
 
-from cds.services import drug_safety, patient_summary, pneumonia_cxr, report_findings
+from cds.services import (
+    cardiovascular_risk,
+    drug_safety,
+    patient_summary,
+    pneumonia_cxr,
+    report_findings,
+    risk_models,
+)
 from cds.services.registry import CdsService, ServiceRegistry
 
 BUILT_IN_SERVICES: tuple[CdsService, ...] = (
@@ -9,6 +16,8 @@ BUILT_IN_SERVICES: tuple[CdsService, ...] = (
     drug_safety.ORDER_SIGN,
     report_findings.SERVICE,
     pneumonia_cxr.SERVICE,
+    cardiovascular_risk.SERVICE,
+    risk_models.SERVICE,
 )
 
 

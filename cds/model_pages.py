@@ -1,0 +1,72 @@
+"""``GET /models/<id>/``: the model card of a registered model, as HTML (the cards' link).
+
+Risk cards link here so a clinician can see how a number was made: the model card of a
+learned model (data, method, held-out metrics with CIs, calibration plot, features) or the
+description of a validated score (equations, sources, worked examples). The pages hold no
+patient data, so they need no token (like ``/openapi.json``); the link is absolute,
+built from ``WARDROUND_PUBLIC_BASE_URL``. Only ``.png`` figures in the card's own
+``model_card/`` folder are served beside it.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import cache
+from pathlib import Path
+
+from flask import Blueprint, Response, abort, current_app, send_from_directory
+from markdown_it import MarkdownIt
+
+from models import registry
+
+bp = Blueprint("model_pages", __name__)
+FIGURES = "model_card"
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:62rem;margin:2rem auto;padding:0 1rem;
+line-height:1.45}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.2rem .5rem}}
+code{{background:#f4f4f4}}img{{max-width:100%}}</style></head>
+<body>{body}</body></html>
+"""
+
+
+def page_url(model_id: str) -> str | None:
+    """The absolute URL of the model's page, or None without a public base URL."""
+    base = current_app.config.get("WARDROUND_PUBLIC_BASE_URL") or ""
+    return f"{base}/models/{model_id}/" if base else None
+
+
+def _card(model_id: str) -> Path:
+    try:
+        model = registry.get(model_id)
+    except registry.UnknownModel:
+        abort(404)
+    card = getattr(model, "card", None)
+    if not isinstance(card, Path) or not card.is_file():
+        abort(404)
+    return card
+
+
+@cache
+def _render(path: Path, mtime: float) -> str:
+    del mtime  # part of the cache key: a regenerated card is rendered again
+    text = path.read_text(encoding="utf-8")
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    title = next((line.lstrip("# ") for line in text.splitlines() if line.startswith("#")), "")
+    return PAGE.format(title=html.escape(title), body=body)
+
+
+@bp.get("/models/<model_id>/")
+def model_page(model_id: str) -> Response:
+    card = _card(model_id)
+    return Response(_render(card, card.stat().st_mtime), mimetype="text/html")
+
+
+@bp.get(f"/models/<model_id>/{FIGURES}/<name>")
+def model_figure(model_id: str, name: str) -> Response:
+    folder = _card(model_id).parent / FIGURES
+    if not name.endswith(".png") or not (folder / name).is_file():
+        abort(404)
+    return send_from_directory(folder, name, mimetype="image/png", max_age=300)

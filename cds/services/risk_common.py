@@ -1,0 +1,65 @@
+"""What the two risk services share: inputs as card text and as result data, thresholds,
+the explanation link."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from flask import current_app, has_app_context
+
+from cds.cards import Link
+from cds.config import Settings
+from cds.model_pages import page_url
+from cds.results import Input
+from fhir_adapters import PATIENT_CONTEXT_PREFETCH
+from models.risk.evidence import Evidence, Missing
+
+RISK_OUTCOME_SYSTEM = "urn:wardround:risk:outcome"
+
+
+def prefetch(*keys: str) -> dict[str, str]:
+    return {key: PATIENT_CONTEXT_PREFETCH[key] for key in keys}
+
+
+def threshold(model_id: str, default: float) -> float:
+    """The configured action threshold of ``model_id`` (WARDROUND_RISK_THRESHOLDS)."""
+    if not has_app_context():
+        return default
+    settings: Settings | None = current_app.config.get("WARDROUND_SETTINGS")
+    if settings is None:
+        return default
+    return float(settings.risk_thresholds.get(model_id, default))
+
+
+def explanation_link(model_id: str, label: str) -> list[Link]:
+    url = page_url(model_id) if has_app_context() else None
+    return [Link(label=label, url=url, type="absolute")] if url else []
+
+
+def result_inputs(items: Iterable[Evidence]) -> tuple[Input, ...]:
+    """Evidence as the result record stores it (value, unit, date, FHIR reference)."""
+    out = []
+    for item in items:
+        value = item.value if isinstance(item.value, str | int | float | bool) else None
+        out.append(
+            Input(
+                name=item.name,
+                value=value,
+                unit=item.unit,
+                date=item.date.isoformat() if item.date else None,
+                reference=item.reference,
+            )
+        )
+    return tuple(out)
+
+
+def basis(items: Iterable[Evidence]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(i.reference for i in items if i.reference))
+
+
+def bullet_inputs(items: Sequence[Evidence]) -> str:
+    return "\n".join(f"- {item.describe()}" for item in items)
+
+
+def bullet_missing(items: Sequence[Missing]) -> str:
+    return "\n".join(f"- **{item.name}**: {item.reason}" for item in items)

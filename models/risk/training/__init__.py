@@ -1,0 +1,1 @@
+"""Training the learned risk models: data set, fit, artifacts, model card (offline, by command)."""
