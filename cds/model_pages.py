@@ -14,7 +14,7 @@ import html
 from functools import cache
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, current_app, send_from_directory
+from flask import Blueprint, Response, abort, send_from_directory
 from markdown_it import MarkdownIt
 
 from models import registry
@@ -32,10 +32,9 @@ code{{background:#f4f4f4}}img{{max-width:100%}}</style></head>
 """
 
 
-def page_url(model_id: str) -> str | None:
+def page_url(public_base_url: str | None, model_id: str) -> str | None:
     """The absolute URL of the model's page, or None without a public base URL."""
-    base = current_app.config.get("WARDROUND_PUBLIC_BASE_URL") or ""
-    return f"{base}/models/{model_id}/" if base else None
+    return f"{public_base_url}/models/{model_id}/" if public_base_url else None
 
 
 def _card(model_id: str) -> Path:

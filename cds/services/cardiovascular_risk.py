@@ -19,6 +19,7 @@ Every card lists the inputs it used with their dates, links to the score's descr
 from __future__ import annotations
 
 from cds.cards import Action, Card, Source, Suggestion
+from cds.config import Settings
 from cds.results import CardResult, Code
 from cds.services.registry import CdsService, HookCall, ServiceResult
 from cds.services.risk_common import (
@@ -89,14 +90,17 @@ def _statin_suggestion(patient_id: str, rec: statin.StatinRecommendation) -> lis
 
 
 def _pce_card(
-    patient: PatientContext, assessment: pce.PceAssessment, rec: statin.StatinRecommendation
+    settings: Settings | None,
+    patient: PatientContext,
+    assessment: pce.PceAssessment,
+    rec: statin.StatinRecommendation,
 ) -> tuple[Card, CardResult] | None:
     """The statin card: secondary prevention, LDL >= 190, diabetes, or a PCE band."""
     if not rec.actionable:
         return None
     risk = assessment.risk
     if rec.category == "primary-prevention":
-        if risk is None or risk < threshold(pce.SCORE_ID, PCE_DEFAULT_THRESHOLD):
+        if risk is None or risk < threshold(settings, pce.SCORE_ID, PCE_DEFAULT_THRESHOLD):
             return None
         summary = f"10-year ASCVD risk {_percent(risk)} ({assessment.band}): no statin active"
         indicator = INDICATOR.get(assessment.band or "", "info")
@@ -142,7 +146,7 @@ def _pce_card(
         source=PCE_SOURCE,
         suggestions=suggestions,
         selectionBehavior="at-most-one" if suggestions else None,
-        links=explanation_link(pce.SCORE_ID, "How the ASCVD risk and statin rules work"),
+        links=explanation_link(settings, pce.SCORE_ID, "How the ASCVD risk and statin rules work"),
     )
     result = CardResult(
         kind="risk-assessment",
@@ -164,7 +168,10 @@ def _pce_card(
 
 
 def _pce_refusal_card(
-    patient: PatientContext, assessment: pce.PceAssessment, rec: statin.StatinRecommendation | None
+    settings: Settings | None,
+    patient: PatientContext,
+    assessment: pce.PceAssessment,
+    rec: statin.StatinRecommendation | None,
 ) -> tuple[Card, CardResult] | None:
     """The PCE could not be computed for a patient whose statin decision depends on it."""
     age = patient.age_years
@@ -201,7 +208,7 @@ def _pce_refusal_card(
         source=PCE_SOURCE,
         suggestions=suggestions,
         selectionBehavior="at-most-one" if suggestions else None,
-        links=explanation_link(pce.SCORE_ID, "Which inputs the ASCVD risk needs"),
+        links=explanation_link(settings, pce.SCORE_ID, "Which inputs the ASCVD risk needs"),
     )
     result = CardResult(
         kind="risk-assessment",
@@ -241,6 +248,7 @@ def _has_bled_text(bleeding: has_bled.HasBledAssessment) -> str:
 
 
 def _af_card(
+    settings: Settings | None,
     patient: PatientContext,
     stroke: cha2ds2_vasc.Cha2ds2VascAssessment,
     bleeding: has_bled.HasBledAssessment,
@@ -299,7 +307,9 @@ def _af_card(
         source=AF_SOURCE,
         suggestions=suggestions,
         selectionBehavior="at-most-one" if suggestions else None,
-        links=explanation_link(cha2ds2_vasc.SCORE_ID, "How CHA2DS2-VASc and HAS-BLED are scored"),
+        links=explanation_link(
+            settings, cha2ds2_vasc.SCORE_ID, "How CHA2DS2-VASc and HAS-BLED are scored"
+        ),
     )
     result = CardResult(
         kind="risk-assessment",
@@ -333,8 +343,9 @@ def assess(call: HookCall) -> ServiceResult:
     models = [registry.identity(pce.SCORE_ID)]
     assessment = pce.assess(patient)
     rec = statin.recommend(patient, assessment)
-    found = (_pce_card(patient, assessment, rec) if rec else None) or _pce_refusal_card(
-        patient, assessment, rec
+    settings = call.settings
+    found = (_pce_card(settings, patient, assessment, rec) if rec else None) or (
+        _pce_refusal_card(settings, patient, assessment, rec)
     )
     if found:
         pairs.append(found)
@@ -343,7 +354,7 @@ def assess(call: HookCall) -> ServiceResult:
         models += [registry.identity(cha2ds2_vasc.SCORE_ID), registry.identity(has_bled.SCORE_ID)]
         bleeding = has_bled.assess(patient)
         advice = anticoagulation.advise(patient, stroke)
-        af = _af_card(patient, stroke, bleeding, advice) if advice else None
+        af = _af_card(settings, patient, stroke, bleeding, advice) if advice else None
         if af:
             pairs.append(af)
     return ServiceResult(

@@ -24,8 +24,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from flask import current_app, has_app_context
-
 from cds.cards import Action, Card, Coding, Link, Source, Suggestion
 from cds.config import Settings
 from cds.results import CardResult, Code
@@ -59,10 +57,7 @@ OVERRIDE_REASONS = (
 )
 
 
-def _lookback_days() -> int:
-    settings: Settings | None = (
-        current_app.config.get("WARDROUND_SETTINGS") if has_app_context() else None
-    )
+def _lookback_days(settings: Settings | None) -> int:
     return settings.report_lookback_days if settings else DEFAULT_LOOKBACK_DAYS
 
 
@@ -265,7 +260,7 @@ def _newest_mentions(
 
 
 def report_findings(call: HookCall) -> ServiceResult:
-    return read_findings(call, _lookback_days(), datetime.now(UTC))
+    return read_findings(call, _lookback_days(call.settings), datetime.now(UTC))
 
 
 def read_findings(call: HookCall, lookback_days: int, now: datetime) -> ServiceResult:

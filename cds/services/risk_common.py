@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from flask import current_app, has_app_context
-
 from cds.cards import Link
 from cds.config import Settings
 from cds.model_pages import page_url
@@ -21,18 +19,15 @@ def prefetch(*keys: str) -> dict[str, str]:
     return {key: PATIENT_CONTEXT_PREFETCH[key] for key in keys}
 
 
-def threshold(model_id: str, default: float) -> float:
+def threshold(settings: Settings | None, model_id: str, default: float) -> float:
     """The configured action threshold of ``model_id`` (WARDROUND_RISK_THRESHOLDS)."""
-    if not has_app_context():
-        return default
-    settings: Settings | None = current_app.config.get("WARDROUND_SETTINGS")
     if settings is None:
         return default
     return float(settings.risk_thresholds.get(model_id, default))
 
 
-def explanation_link(model_id: str, label: str) -> list[Link]:
-    url = page_url(model_id) if has_app_context() else None
+def explanation_link(settings: Settings | None, model_id: str, label: str) -> list[Link]:
+    url = page_url(settings.public_base_url, model_id) if settings else None
     return [Link(label=label, url=url, type="absolute")] if url else []
 
 

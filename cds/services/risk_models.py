@@ -18,6 +18,7 @@ import math
 from typing import TYPE_CHECKING
 
 from cds.cards import Card, Source
+from cds.config import Settings
 from cds.results import CardResult, Code, Factor
 from cds.services.registry import CdsService, HookCall, ServiceResult
 from cds.services.risk_common import (
@@ -86,7 +87,9 @@ def _detail(model: LearnedRiskModel, prediction: RiskPrediction) -> str:
     return "\n\n".join(lines)
 
 
-def _card(model: LearnedRiskModel, prediction: RiskPrediction) -> tuple[Card, CardResult]:
+def _card(
+    settings: Settings | None, model: LearnedRiskModel, prediction: RiskPrediction
+) -> tuple[Card, CardResult]:
     band = prediction.band or "elevated"
     summary = f"{model.title}: {_percent(prediction.probability)} ({band} risk)"
     card = Card(
@@ -94,7 +97,7 @@ def _card(model: LearnedRiskModel, prediction: RiskPrediction) -> tuple[Card, Ca
         detail=_detail(model, prediction),
         indicator=INDICATOR[band],  # type: ignore[arg-type]
         source=Source(label=f"Wardround risk model {model.id} {model.identity.version}"),
-        links=explanation_link(model.id, "Model card: data, method, performance"),
+        links=explanation_link(settings, model.id, "Model card: data, method, performance"),
     )
     evidence = [f.evidence for f in prediction.factors if f.evidence is not None]
     result = CardResult(
@@ -134,14 +137,16 @@ def assess(call: HookCall) -> ServiceResult:
         model: LearnedRiskModel = registry.get(model_id)
         models.append(model.identity)
         try:
-            prediction = model.predict(call.patient, threshold(model_id, model.threshold))
+            prediction = model.predict(
+                call.patient, threshold(call.settings, model_id, model.threshold)
+            )
         except NotEligible:
             continue
         except FeaturesUnavailable as exc:
             log.info("risk model not run", extra={"model": model_id, "reason": str(exc)})
             continue
         if prediction.band is not None:
-            pairs.append(_card(model, prediction))
+            pairs.append(_card(call.settings, model, prediction))
     return ServiceResult(
         cards=[card for card, _ in pairs],
         models=models,
