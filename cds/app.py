@@ -14,7 +14,10 @@ from werkzeug.exceptions import HTTPException
 from cds import metrics
 from cds.audit import AuditLog
 from cds.config import ConfigError, Settings
-from cds.db import make_engine, make_sessionmaker
+from cds.db import make_engine, make_sessionmaker, make_snapshot_sessionmaker
+from cds.fhir_api import bp as fhir_bp
+from cds.fhir_api.auth import ApiAuthenticator
+from cds.fhir_api.outcome import http_error as fhir_http_error
 from cds.hooks_api import bp as hooks_bp
 from cds.http_json import error_response
 from cds.logging_setup import configure_logging
@@ -52,6 +55,8 @@ def create_app(settings: Settings | None = None, registry: ServiceRegistry | Non
     app.extensions["wardround.registry"] = registry or default_registry()
     app.extensions["wardround.verifier"] = _verifier(settings, sessions)
     app.extensions["wardround.patient_loader"] = _patient_loader(settings)
+    app.extensions["wardround.snapshot_sessions"] = make_snapshot_sessionmaker(engine)
+    app.extensions["wardround.api_auth"] = ApiAuthenticator.from_settings(settings)
 
     if settings.cors_origins:
         CORS(
@@ -64,6 +69,7 @@ def create_app(settings: Settings | None = None, registry: ServiceRegistry | Non
     app.register_blueprint(hooks_bp)
     app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi_bp)
+    app.register_blueprint(fhir_bp)
     _install_error_handlers(app)
     _install_request_log(app, settings)
     return app
@@ -111,13 +117,22 @@ def _verifier(settings: Settings, sessions: Any) -> JwtVerifier | None:
 def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
+        if _is_fhir(request.path):  # the FHIR API answers every error with an OperationOutcome
+            kept = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+            return fhir_http_error(exc.code or 500, exc.name or "error", kept)
         code = (exc.name or "error").lower().replace(" ", "_")
         return error_response(exc.code or 500, code, exc.description or exc.name)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.error("unhandled error", extra={"error": type(exc).__name__, "path": request.path})
+        if _is_fhir(request.path):
+            return fhir_http_error(500, "internal server error")
         return error_response(500, "internal_error", "internal server error")
+
+
+def _is_fhir(path: str) -> bool:
+    return path == "/fhir" or path.startswith("/fhir/")
 
 
 def _install_request_log(app: Flask, settings: Settings) -> None:

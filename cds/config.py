@@ -67,6 +67,17 @@ class Settings:
     #: ``dicomweb_auth_json`` parsed, its secrets resolved (by __post_init__ from os.environ
     #: unless given; by from_env from its environ). None: no JSON. Never in repr.
     dicomweb_access: DicomWebAccess | None = field(default=None, repr=False, compare=False)
+    #: JSON allow-list of the issuers of FHIR API bearer tokens (same format as the EHR
+    #: file; default instance/api-issuers.json). Missing file: /fhir accepts no token.
+    api_issuers_file: Path | None = None
+    #: Signs the review page's session cookies (WARDROUND_SECRET_KEY). None: no log-in.
+    secret_key: str | None = field(default=None, repr=False)
+    #: Secure flag (and the __Host- name) of the session cookie; only for plain-http demos.
+    session_cookie_secure: bool = True
+    #: A reviewer's session ends this long after log-in, or after 30 idle minutes.
+    review_session_minutes: int = 480
+    #: Seconds between full walks of the hash chain behind the review page's chain status.
+    chain_full_verify_s: int = 900
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +95,13 @@ class Settings:
                 "WARDROUND_PREFETCH_DEADLINE_S, WARDROUND_FETCH_WORKERS and "
                 "WARDROUND_FHIR_MAX_PAGES must be positive"
             )
+        if self.secret_key is not None and len(self.secret_key) < 32:
+            raise ConfigError("WARDROUND_SECRET_KEY must be at least 32 characters")
+        if self.review_session_minutes <= 0 or self.chain_full_verify_s <= 0:
+            raise ConfigError(
+                "WARDROUND_REVIEW_SESSION_MINUTES and WARDROUND_CHAIN_FULL_VERIFY_S must be "
+                "positive"
+            )
         if self.dicomweb_access is None and self.dicomweb_auth_json is not None:
             object.__setattr__(self, "dicomweb_access", _dicomweb_access(self.dicomweb_auth_json))
 
@@ -95,6 +113,8 @@ class Settings:
         instance = Path(env.get("WARDROUND_INSTANCE_PATH") or instance_path or "instance")
         database_url = env.get("DATABASE_URL") or f"sqlite:///{(instance / 'audit.db').resolve()}"
         issuers = env.get("WARDROUND_TRUSTED_ISSUERS")
+        api_issuers = env.get("WARDROUND_API_ISSUERS")
+        cookie_secure = env.get("WARDROUND_SESSION_COOKIE_SECURE")
         dicomweb_auth_json = env.get("WARDROUND_DICOMWEB_AUTH") or None
         return cls(
             database_url=database_url,
@@ -118,6 +138,11 @@ class Settings:
             fetch_workers=int(env.get("WARDROUND_FETCH_WORKERS", "32")),
             dicomweb_auth_json=dicomweb_auth_json,
             dicomweb_access=_dicomweb_access(dicomweb_auth_json, env),
+            api_issuers_file=Path(api_issuers) if api_issuers else instance / "api-issuers.json",
+            secret_key=env.get("WARDROUND_SECRET_KEY") or None,
+            session_cookie_secure=True if cookie_secure is None else _flag(cookie_secure),
+            review_session_minutes=int(env.get("WARDROUND_REVIEW_SESSION_MINUTES", "480")),
+            chain_full_verify_s=int(env.get("WARDROUND_CHAIN_FULL_VERIFY_S", "900")),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
