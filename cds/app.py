@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -23,6 +24,10 @@ from cds.http_json import error_response
 from cds.logging_setup import configure_logging
 from cds.metrics import bp as metrics_bp
 from cds.openapi import bp as openapi_bp
+from cds.review import bp as review_bp
+from cds.review import csrf
+from cds.review.accounts import ReviewerAccounts
+from cds.review.chain_status import ChainMonitor
 from cds.security import JwtVerifier, load_trusted_issuers
 from cds.security.replay_store import DatabaseReplayStore
 from cds.services import default_registry
@@ -55,8 +60,14 @@ def create_app(settings: Settings | None = None, registry: ServiceRegistry | Non
     app.extensions["wardround.registry"] = registry or default_registry()
     app.extensions["wardround.verifier"] = _verifier(settings, sessions)
     app.extensions["wardround.patient_loader"] = _patient_loader(settings)
-    app.extensions["wardround.snapshot_sessions"] = make_snapshot_sessionmaker(engine)
+    snapshots = make_snapshot_sessionmaker(engine)
+    app.extensions["wardround.snapshot_sessions"] = snapshots
     app.extensions["wardround.api_auth"] = ApiAuthenticator.from_settings(settings)
+    app.extensions["wardround.reviewers"] = ReviewerAccounts(sessions, snapshots)
+    app.extensions["wardround.chain_monitor"] = ChainMonitor(
+        snapshots, full_every_s=settings.chain_full_verify_s
+    )
+    _configure_review_sessions(app, settings)
 
     if settings.cors_origins:
         CORS(
@@ -70,9 +81,36 @@ def create_app(settings: Settings | None = None, registry: ServiceRegistry | Non
     app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(fhir_bp)
+    app.register_blueprint(review_bp)
     _install_error_handlers(app)
     _install_request_log(app, settings)
     return app
+
+
+def _configure_review_sessions(app: Flask, settings: Settings) -> None:
+    """Signed session cookies for the review page's log-in, and its CSRF protection.
+
+    Without WARDROUND_SECRET_KEY there is no log-in (the page says how to enable it). The
+    cookie is HttpOnly, SameSite=Lax and Secure with the ``__Host-`` prefix (browsers treat
+    http://127.0.0.1 and localhost as secure, so the demo works over plain http);
+    WARDROUND_SESSION_COOKIE_SECURE=false drops both, for plain http on another host.
+    """
+    secure = settings.session_cookie_secure
+    if settings.secret_key:
+        app.secret_key = settings.secret_key
+    app.config.update(
+        SESSION_COOKIE_NAME="__Host-wardround-review" if secure else "wardround-review",
+        SESSION_COOKIE_SECURE=secure,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_PATH="/",
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.review_session_minutes),
+        # CSRF is checked by the review page itself (csrf.protect()), not on every POST of
+        # the app: the CDS Hooks endpoints are called by EHRs with bearer tokens.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        WTF_CSRF_TIME_LIMIT=settings.review_session_minutes * 60,
+    )
+    csrf.init_app(app)
 
 
 def _patient_loader(settings: Settings) -> PatientLoader:

@@ -257,7 +257,9 @@ class _Reads(_Source):
         return _or(options)
 
 
-def _conditions(source: _Calls | _Feedback | _Reads, search: Search) -> list[ColumnElement[bool]] | None:
+def _conditions(
+    source: _Calls | _Feedback | _Reads, search: Search
+) -> list[ColumnElement[bool]] | None:
     """The WHERE clause of ``search`` on one source table; None if the table cannot match."""
     where: list[ColumnElement[bool]] = []
 

@@ -1,0 +1,1 @@
+"""``cds`` subcommand groups, one module each (registered in cds/cli.py)."""
