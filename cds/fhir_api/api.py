@@ -23,7 +23,13 @@ from cds.fhir_api.auth import ApiAuthenticator
 from cds.fhir_api.capability import capability_statement
 from cds.fhir_api.codes import instant
 from cds.fhir_api.outcome import FhirError, error_response, fhir_response, operation_outcome
-from cds.fhir_api.search_params import JSON_FORMATS, Search, parse_search, wants_lenient
+from cds.fhir_api.search_params import (
+    JSON_FORMATS,
+    Search,
+    parse_search,
+    shown_name,
+    wants_lenient,
+)
 from cds.security import AuthError
 
 log = logging.getLogger("cds.fhir_api")
@@ -144,7 +150,7 @@ def _bundle(search: Search, page: queries.Page) -> dict[str, Any]:
         for resource in page.resources
     ]
     if search.ignored:
-        names = ", ".join(sorted(set(search.ignored)))
+        names = ", ".join(sorted({shown_name(name) for name in search.ignored}))
         outcome = operation_outcome(
             f"ignored unknown search parameters (Prefer: handling=lenient): {names}",
             code="not-supported",

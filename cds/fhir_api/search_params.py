@@ -243,8 +243,8 @@ def _add_month(value: datetime) -> datetime:
 
 
 def parse_date(name: str, text: str) -> DateRange:
-    prefix = text[:2] if len(text) > 2 and text[:2].isalpha() else "eq"
-    body = text[2:] if text[:2] == prefix and text[:2].isalpha() else text
+    has_prefix = text[:2].isalpha() and text[2:3].isdigit()
+    prefix, body = (text[:2], text[2:]) if has_prefix else ("eq", text)
     if prefix not in DATE_PREFIXES:
         raise FhirError(
             400, f"{name}: prefix {prefix!r} is not supported (use {', '.join(DATE_PREFIXES)})"
@@ -293,14 +293,32 @@ def parse_token(text: str) -> Token:
     return Token(None, text)
 
 
+_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+#: Reference parameters whose target type is fixed.
+REFERENCE_TARGETS = {"patient": ("Patient",)}
+
+
 def parse_reference(name: str, text: str) -> Reference:
-    value = text.rstrip("/")
-    parts = value.split("/")
-    if len(parts) >= 2 and parts[-2][:1].isupper():
-        return Reference(parts[-2], parts[-1])
-    if "/" in value or not value:
+    """``Type/id``, ``id`` or a URL ending in ``Type/id``."""
+    parts = text.split("/")
+    if len(parts) == 1:
+        return Reference(None, text)
+    resource_type, resource_id = parts[-2], parts[-1]
+    if not _TYPE.match(resource_type) or not resource_id:
         raise FhirError(400, f"{name}: not a reference (Type/id or id)")
-    return Reference(None, value)
+    allowed = REFERENCE_TARGETS.get(name)
+    if allowed and resource_type not in allowed:
+        raise FhirError(400, f"{name}: must refer to {' or '.join(allowed)}")
+    return Reference(resource_type, resource_id)
+
+
+#: What a FHIR search parameter name (with a modifier) looks like; anything else a client
+#: sends as a name is not echoed back (it might be data, not a name).
+_PARAMETER_NAME = re.compile(r"^_?[a-z][a-z0-9-]{0,40}(:[a-z-]{1,20})?$")
+
+
+def shown_name(key: str) -> str:
+    return repr(key) if _PARAMETER_NAME.match(key) else "(not a parameter name)"
 
 
 def wants_lenient(prefer: str | None) -> bool:
@@ -324,7 +342,12 @@ def parse_search(resource_type: str, args: MultiDict[str, str], lenient: bool) -
                 search.ignored.append(key)
                 continue
             what = "modifier" if parameter is not None else "parameter"
-            raise FhirError(400, f"unknown search {what} {key!r} for {resource_type}")
+            supported = ", ".join(sorted(known))
+            raise FhirError(
+                400,
+                f"unknown search {what} {shown_name(key)} for {resource_type} (supported: "
+                f"{supported})",
+            )
         if parameter.type in ("number", "string"):
             if name in seen_control:
                 raise FhirError(400, f"{name} may be given once")
