@@ -15,6 +15,7 @@ from flask_wtf import FlaskForm
 from sqlalchemy import ColumnElement
 from werkzeug.datastructures import MultiDict
 from wtforms import DateField, IntegerField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, NumberRange, Optional, Regexp, ValidationError
 
 from cds.audit import read
@@ -40,12 +41,12 @@ class FilterForm(FlaskForm):
     service = SelectField("Service", validators=[Optional()], validate_choice=True)
     indicator = SelectField(
         "Indicator",
-        choices=[("", "any"), *((i, i) for i in INDICATORS)],
+        choices=[SelectChoice("", "any"), *(SelectChoice(i, i) for i in INDICATORS)],
         validators=[Optional()],
     )
     outcome = SelectField(
         "Feedback",
-        choices=[("", "any"), *OUTCOMES.items()],
+        choices=[SelectChoice("", "any"), *(SelectChoice(k, v) for k, v in OUTCOMES.items())],
         validators=[Optional()],
     )
     model = StringField(
@@ -53,7 +54,7 @@ class FilterForm(FlaskForm):
     )
     size = SelectField(
         "Rows",
-        choices=[(str(n), str(n)) for n in PAGE_SIZES],
+        choices=[SelectChoice(str(n), str(n)) for n in PAGE_SIZES],
         default="50",
         validators=[Optional()],
     )
@@ -66,7 +67,7 @@ class FilterForm(FlaskForm):
 
 def filter_form(args: MultiDict[str, str], services: list[str]) -> FilterForm:
     form = FilterForm(formdata=args)
-    form.service.choices = [("", "any"), *((s, s) for s in services)]
+    form.service.choices = [SelectChoice("", "any"), *(SelectChoice(s, s) for s in services)]
     return form
 
 

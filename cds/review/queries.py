@@ -171,24 +171,25 @@ def summarise(session: Session, where: CallFilter) -> Summary:
         .group_by(Feedback.card_uuid)
         .subquery()
     )
-    outcome_rows = session.execute(
+    # One row per card (its latest feedback), then grouped: the JSON path expression is
+    # computed once in the inner query (PostgreSQL would not match it in GROUP BY).
+    cards = (
         select(
-            Card.service_id,
-            Card.result[("code", "code")].as_string(),
-            Card.indicator,
-            Feedback.outcome,
-            func.count(Card.seq),
+            Card.service_id.label("service"),
+            Card.result[("code", "code")].as_string().label("code"),
+            Card.indicator.label("indicator"),
+            Feedback.outcome.label("outcome"),
         )
         .join(Invocation, Card.invocation_seq == Invocation.seq)
         .outerjoin(latest, latest.c.card_uuid == Card.uuid)
         .outerjoin(Feedback, Feedback.seq == latest.c.seq)
         .where(*conditions)
-        .group_by(
-            Card.service_id,
-            Card.result[("code", "code")].as_string(),
-            Card.indicator,
-            Feedback.outcome,
-        )
+        .subquery()
+    )
+    outcome_rows = session.execute(
+        select(
+            cards.c.service, cards.c.code, cards.c.indicator, cards.c.outcome, func.count()
+        ).group_by(cards.c.service, cards.c.code, cards.c.indicator, cards.c.outcome)
     ).all()
     per_service: dict[str, Rate] = defaultdict(Rate)
     per_type: dict[tuple[str, str], Rate] = defaultdict(Rate)

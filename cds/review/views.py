@@ -207,6 +207,14 @@ def markdown(text: str | None) -> Markup:
     return Markup(_MARKDOWN.render(text or ""))  # noqa: S704 - markdown-it escapes HTML
 
 
+@bp.app_template_filter("web_url")
+def web_url(value: object) -> str | None:
+    """An http(s) URL from the audit data, or None: nothing else becomes a link."""
+    if isinstance(value, str) and value.lower().startswith(("https://", "http://")):
+        return value
+    return None
+
+
 @bp.app_template_filter("utc")
 def utc(value: datetime | None) -> str:
     if value is None:

@@ -22,7 +22,15 @@ from cds.audit import AuditLog, CardRecord
 from cds.audit.store import utc_now
 from cds.audit.tables import Invocation
 from cds.results import CardResult
-from tests.conftest import BASE_URL, AppFactory, HookClient, SigningKey, _ec_key, sign
+from tests.conftest import (
+    BASE_URL,
+    AppFactory,
+    HookClient,
+    SigningKey,
+    _ec_key,
+    sign,
+    synthea_bundles,
+)
 
 API_ISSUER = "https://auth.test"
 SECRET = "s" * 48
@@ -193,3 +201,22 @@ def write_call(
     )
     seq = audit.record_invocation(invocation, cards if status_code < 400 else [])
     return Written(seq, [c.uuid for c in cards], patient_id, hook_instance)
+
+
+@pytest.fixture
+def reviewer(app: Flask) -> Any:
+    """A logged-in reviewer with both roles (tests/compliance/review_client.py)."""
+    from tests.compliance.review_client import Reviewer, add_reviewer
+
+    add_reviewer(app, "alice", ("reviewer", "auditor"))
+    reviewer = Reviewer(app.test_client())
+    assert reviewer.login().status_code == 302
+    return reviewer
+
+
+@pytest.fixture
+def replayed(hooks: HookClient) -> Any:
+    """Three Synthea patients through the hooks, with feedback (cds.replay)."""
+    from cds.replay import replay
+
+    return replay(synthea_bundles()[:3], poster(hooks))
