@@ -4,6 +4,7 @@ Content-Security-Policy (no inline styles) allows."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import date
 
@@ -17,14 +18,16 @@ def colour(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
-def _nice_max(value: int) -> int:
-    if value <= 5:
-        return 5
-    magnitude = 10 ** (len(str(value)) - 1)
-    for step in (1, 2, 5, 10):
-        if value <= step * magnitude:
-            return step * magnitude
-    return value
+def _ticks(value: int) -> list[int]:
+    """Axis ticks from 0 in steps of 1, 2 or 5 x 10^n: at most 5 steps, the last >= value."""
+    value = max(value, 1)
+    magnitude = 1
+    while True:
+        for base in (1, 2, 5):
+            step = base * magnitude
+            if math.ceil(value / step) <= 5:
+                return list(range(0, step * math.ceil(value / step) + 1, step))
+        magnitude *= 10
 
 
 def stacked_days(
@@ -34,7 +37,8 @@ def stacked_days(
     width, height, left, bottom, top = 760, 260, 40, 40, 10
     plot_w, plot_h = width - left - 10, height - bottom - top
     totals = [sum(counts.get((day, s), 0) for s in series) for day in days]
-    top_value = _nice_max(max(totals, default=0))
+    ticks = _ticks(max(totals, default=0))
+    top_value = ticks[-1]
     slot = plot_w / max(len(days), 1)
     bar = max(1.0, slot * 0.8)
     parts = [
@@ -44,9 +48,8 @@ def stacked_days(
         if days
         else "<title>Cards per service per day</title>",
     ]
-    for tick in range(5):
-        value = top_value * tick // 4
-        y = top + plot_h - plot_h * tick / 4
+    for value in ticks:
+        y = top + plot_h - plot_h * value / top_value
         parts.append(
             f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#ddd"/>'
             f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="10">{value}</text>'
@@ -82,13 +85,13 @@ def stacked_days(
 
 def rate_bars(rows: Sequence[tuple[str, float | None, str]], name: str) -> Markup:
     """Horizontal bars, one per row: (label, rate 0..1 or None, caption)."""
-    width, row_h, label_w = 760, 24, 300
+    width, row_h, label_w = 1000, 24, 280
     height = row_h * max(len(rows), 1) + 10
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
         f'class="chart" data-chart="{escape(name)}"><title>Override rate: {escape(name)}</title>'
     ]
-    scale = width - label_w - 150
+    scale = 360
     for i, (label, rate, caption) in enumerate(rows):
         y = 5 + i * row_h
         parts.append(

@@ -377,8 +377,8 @@ def _caption(rate: queries.Rate) -> str:
     if rate.override_rate is None:
         return f"no feedback ({rate.cards} cards)"
     return (
-        f"{rate.override_rate:.0%} overridden ({rate.overridden} of {rate.with_feedback} "
-        f"with feedback; {rate.cards} cards)"
+        f"{rate.override_rate:.0%} overridden · {rate.overridden} of {rate.with_feedback} "
+        f"with feedback · {rate.cards} cards"
     )
 
 
