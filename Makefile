@@ -66,6 +66,11 @@ bench-context: $(STAMP) test-services
 bench-drug: $(STAMP)
 	$(BIN)/python benchmarks/drug_safety.py
 
+# AuditEvent search latency on PostgreSQL with 100,000 seeded CDS calls → BENCHMARKS.md.
+.PHONY: bench-fhir
+bench-fhir: $(STAMP)
+	$(BIN)/python benchmarks/fhir_search.py --calls $(or $(CALLS),100000)
+
 # A FHIR server with the shared Synthea patients on 127.0.0.1:8090, to try self-fetch.
 .PHONY: demo-fhir
 demo-fhir: $(STAMP) test-services

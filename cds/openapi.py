@@ -396,7 +396,9 @@ def build_openapi(
             "version": _version(),
             "description": "CDS Hooks 2.0 endpoints. Every call except /openapi.json and "
             "/metrics carries `Authorization: Bearer <JWT>` signed by a trusted EHR, whose "
-            "`aud` is the URL of the endpoint called and whose `jti` is used once.",
+            "`aud` is the URL of the endpoint called and whose `jti` is used once. The FHIR "
+            "API (/fhir) takes API access tokens instead (fhirBearer); the review page "
+            "(/review) a reviewer's session cookie.",
         },
         "paths": paths,
         "components": {

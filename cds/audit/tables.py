@@ -98,6 +98,7 @@ class Invocation(ChainedRow, Base):
         Index("ix_audit_invocation_patient_seq", "patient_id", "seq"),
         Index("ix_audit_invocation_user_seq", "user_id", "seq"),
         Index("ix_audit_invocation_received_at", "received_at"),
+        Index("ix_audit_invocation_hook_seq", "hook", "seq"),
     )
 
 
@@ -144,7 +145,10 @@ class Feedback(ChainedRow, Base):
         "outcome_timestamp", "accepted_suggestions", "override_reason",
     )  # fmt: skip
 
-    __table_args__ = (Index("ix_audit_feedback_received_at", "received_at"),)
+    __table_args__ = (
+        Index("ix_audit_feedback_received_at", "received_at"),
+        Index("ix_audit_feedback_service_seq", "service_id", "seq"),
+    )
 
 
 class Access(ChainedRow, Base):

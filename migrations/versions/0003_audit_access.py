@@ -54,10 +54,14 @@ def upgrade() -> None:
     op.create_index("ix_audit_invocation_patient_seq", "audit_invocation", ["patient_id", "seq"])
     op.create_index("ix_audit_invocation_user_seq", "audit_invocation", ["user_id", "seq"])
     op.create_index("ix_audit_invocation_received_at", "audit_invocation", ["received_at"])
+    op.create_index("ix_audit_invocation_hook_seq", "audit_invocation", ["hook", "seq"])
     op.create_index("ix_audit_feedback_received_at", "audit_feedback", ["received_at"])
+    op.create_index("ix_audit_feedback_service_seq", "audit_feedback", ["service_id", "seq"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_feedback_service_seq", "audit_feedback")
+    op.drop_index("ix_audit_invocation_hook_seq", "audit_invocation")
     op.drop_index("ix_audit_feedback_received_at", "audit_feedback")
     op.drop_index("ix_audit_invocation_received_at", "audit_invocation")
     op.drop_index("ix_audit_invocation_user_seq", "audit_invocation")
