@@ -98,11 +98,9 @@ class _Calls(_Source):
         return Invocation.patient_id.in_(ids)
 
     def agent(self, ref: Reference) -> Condition:
-        return (
-            Invocation.user_id == f"{ref.resource_type}/{ref.id}"
-            if ref.resource_type
-            else (Invocation.user_id.like(f"%/{ref.id}"))
-        )
+        if ref.resource_type:
+            return Invocation.user_id == f"{ref.resource_type}/{ref.id}"
+        return Invocation.user_id.endswith(f"/{ref.id}", autoescape=True)  # any type
 
     def agent_identifier(self, token: Token) -> Condition:
         options = []

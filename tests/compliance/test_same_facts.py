@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from typing import Any
 
 from bs4 import BeautifulSoup
@@ -19,7 +20,8 @@ from tests.compliance.fhir_checks import check_resource
 from tests.compliance.review_client import Reviewer
 from tests.conftest import HookClient, synthea_bundles
 
-PATIENTS = 6
+#: Patients replayed (``WARDROUND_REPLAY_PATIENTS=299`` compares every shared patient).
+PATIENTS = int(os.environ.get("WARDROUND_REPLAY_PATIENTS", "6"))
 PRIORITY = {"info": "routine", "warning": "urgent", "critical": "stat"}
 
 
@@ -122,13 +124,25 @@ def fhir_facts(fhir: Fhir, seq: int) -> dict[str, Any]:
     }
 
 
+def all_calls(reviewer: Reviewer) -> list[int]:
+    """Every call's seq, page after page of the review list."""
+    seqs: list[int] = []
+    path: str | None = "/review/?size=200"
+    while path:
+        page = reviewer.page(path)
+        seqs += [int(row["data-seq"]) for row in page.select("tr.call")]
+        older = page.select_one("a#older")
+        path = older["href"] if older else None
+    return seqs
+
+
 def test_the_page_and_the_fhir_api_give_the_same_facts(
     hooks: HookClient, reviewer: Reviewer, fhir: Fhir
 ):
     stats = replay(synthea_bundles()[:PATIENTS], poster(hooks))
     assert stats.calls == 2 * PATIENTS and stats.cards > PATIENTS
 
-    calls = [int(row["data-seq"]) for row in reviewer.page("/review/?size=200").select("tr.call")]
+    calls = all_calls(reviewer)
     assert len(calls) == stats.calls
     compared_cards = 0
     for seq in calls:
@@ -144,7 +158,7 @@ def test_any_card_is_three_clicks_away(hooks: HookClient, reviewer: Reviewer):
     card is on the page that opens, at its anchor."""
     stats = replay(synthea_bundles()[:PATIENTS], poster(hooks))
     found = 0
-    for seq in [int(r["data-seq"]) for r in reviewer.page("/review/?size=200").select("tr.call")]:
+    for seq in all_calls(reviewer):
         patient = (
             reviewer.page(f"/review/calls/{seq}").select_one("dd[data-field=patient]").get_text()
         )
