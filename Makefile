@@ -27,13 +27,18 @@ serve: $(STAMP)
 	$(BIN)/cds demo setup >/dev/null
 	@echo "Wardround on http://127.0.0.1:$(PORT) — JWT required; mint one with:"
 	@echo "  $(BIN)/cds token mint http://127.0.0.1:$(PORT)/cds-services/patient-summary"
-	PORT=$(PORT) exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	@echo "Review page: http://127.0.0.1:$(PORT)/review  (user demo, password $$(cat instance/demo-reviewer.txt))"
+	@echo "FHIR API: curl -H \"Authorization: Bearer \$$($(BIN)/cds api token --role auditor --audience http://127.0.0.1:$(PORT)/fhir)\" http://127.0.0.1:$(PORT)/fhir/AuditEvent"
+	WARDROUND_SECRET_KEY=$${WARDROUND_SECRET_KEY:-$$(cat instance/demo-session-key)} \
+		PORT=$(PORT) exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 # Real servers the adapter tests talk to (the tests start and stop them on free ports):
-# sekmet-fhir, a FHIR R4 server, in its own venv; Orthanc with its DICOMweb plugin (Debian).
+# sekmet-fhir, a FHIR R4 server, in its own venv; Orthanc with its DICOMweb plugin (Debian);
+# Debian's chromium for the review page's browser tests.
 test-services:
 	bash scripts/test-services/install-sekmet.sh
 	bash scripts/test-services/install-orthanc.sh
+	bash scripts/test-services/install-chromium.sh
 
 test: $(STAMP) test-services
 	$(BIN)/ruff check .
@@ -73,6 +78,10 @@ models-risk: $(STAMP)
 .PHONY: bench-risk
 bench-risk: $(STAMP)
 	$(BIN)/python benchmarks/risk_models.py
+# AuditEvent search latency on PostgreSQL with 100,000 seeded CDS calls → BENCHMARKS.md.
+.PHONY: bench-fhir
+bench-fhir: $(STAMP)
+	$(BIN)/python benchmarks/fhir_search.py --calls $(or $(CALLS),100000)
 
 # A FHIR server with the shared Synthea patients on 127.0.0.1:8090, to try self-fetch.
 .PHONY: demo-fhir

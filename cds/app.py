@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -14,13 +15,20 @@ from werkzeug.exceptions import HTTPException
 from cds import metrics
 from cds.audit import AuditLog
 from cds.config import ConfigError, Settings
-from cds.db import make_engine, make_sessionmaker
+from cds.db import make_engine, make_sessionmaker, make_snapshot_sessionmaker
+from cds.fhir_api import bp as fhir_bp
+from cds.fhir_api.auth import ApiAuthenticator
+from cds.fhir_api.outcome import http_error as fhir_http_error
 from cds.hooks_api import bp as hooks_bp
 from cds.http_json import error_response
 from cds.logging_setup import configure_logging
 from cds.metrics import bp as metrics_bp
 from cds.model_pages import bp as model_pages_bp
 from cds.openapi import bp as openapi_bp
+from cds.review import bp as review_bp
+from cds.review import csrf
+from cds.review.accounts import ReviewerAccounts
+from cds.review.chain_status import ChainMonitor
 from cds.security import JwtVerifier, load_trusted_issuers
 from cds.security.replay_store import DatabaseReplayStore
 from cds.services import default_registry
@@ -53,6 +61,14 @@ def create_app(settings: Settings | None = None, registry: ServiceRegistry | Non
     app.extensions["wardround.registry"] = registry or default_registry()
     app.extensions["wardround.verifier"] = _verifier(settings, sessions)
     app.extensions["wardround.patient_loader"] = _patient_loader(settings)
+    snapshots = make_snapshot_sessionmaker(engine)
+    app.extensions["wardround.snapshot_sessions"] = snapshots
+    app.extensions["wardround.api_auth"] = ApiAuthenticator.from_settings(settings)
+    app.extensions["wardround.reviewers"] = ReviewerAccounts(sessions, snapshots)
+    app.extensions["wardround.chain_monitor"] = ChainMonitor(
+        snapshots, full_every_s=settings.chain_full_verify_s
+    )
+    _configure_review_sessions(app, settings)
 
     if settings.cors_origins:
         CORS(
@@ -66,9 +82,37 @@ def create_app(settings: Settings | None = None, registry: ServiceRegistry | Non
     app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(model_pages_bp)
+    app.register_blueprint(fhir_bp)
+    app.register_blueprint(review_bp)
     _install_error_handlers(app)
     _install_request_log(app, settings)
     return app
+
+
+def _configure_review_sessions(app: Flask, settings: Settings) -> None:
+    """Signed session cookies for the review page's log-in, and its CSRF protection.
+
+    Without WARDROUND_SECRET_KEY there is no log-in (the page says how to enable it). The
+    cookie is HttpOnly, SameSite=Lax and Secure with the ``__Host-`` prefix (browsers treat
+    http://127.0.0.1 and localhost as secure, so the demo works over plain http);
+    WARDROUND_SESSION_COOKIE_SECURE=false drops both, for plain http on another host.
+    """
+    secure = settings.session_cookie_secure
+    if settings.secret_key:
+        app.secret_key = settings.secret_key
+    app.config.update(
+        SESSION_COOKIE_NAME="__Host-wardround-review" if secure else "wardround-review",
+        SESSION_COOKIE_SECURE=secure,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_PATH="/",
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.review_session_minutes),
+        # CSRF is checked by the review page itself (csrf.protect()), not on every POST of
+        # the app: the CDS Hooks endpoints are called by EHRs with bearer tokens.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        WTF_CSRF_TIME_LIMIT=settings.review_session_minutes * 60,
+    )
+    csrf.init_app(app)
 
 
 def _patient_loader(settings: Settings) -> PatientLoader:
@@ -113,13 +157,22 @@ def _verifier(settings: Settings, sessions: Any) -> JwtVerifier | None:
 def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
+        if _is_fhir(request.path):  # the FHIR API answers every error with an OperationOutcome
+            kept = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+            return fhir_http_error(exc.code or 500, exc.name or "error", kept)
         code = (exc.name or "error").lower().replace(" ", "_")
         return error_response(exc.code or 500, code, exc.description or exc.name)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.error("unhandled error", extra={"error": type(exc).__name__, "path": request.path})
+        if _is_fhir(request.path):
+            return fhir_http_error(500, "internal server error")
         return error_response(500, "internal_error", "internal server error")
+
+
+def _is_fhir(path: str) -> bool:
+    return path == "/fhir" or path.startswith("/fhir/")
 
 
 def _install_request_log(app: Flask, settings: Settings) -> None:

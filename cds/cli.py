@@ -9,6 +9,9 @@ from pathlib import Path
 import click
 from flask import Flask
 
+from cds.commands import api as api_commands
+from cds.commands import replay as replay_commands
+from cds.commands import reviewers as reviewers_commands
 from cds.commands import risk_models
 from cds.commands.imaging import imaging
 from cds.commands.nlp import nlp
@@ -105,10 +108,23 @@ def demo() -> None:
 
 @demo.command("setup")
 def demo_setup() -> None:
-    """Create the demo EHR key pair and the trusted-issuers file in instance/ (idempotent)."""
-    from cds.demo import ensure_demo_ehr
+    """Create the demo EHR key pair and the trusted-issuers file in instance/ (idempotent);
+    also the demo FHIR API client, session key and reviewer (after `cds db upgrade`)."""
+    from cds.commands._settings import database
+    from cds.demo import (
+        ensure_demo_api_client,
+        ensure_demo_ehr,
+        ensure_demo_reviewer,
+        ensure_session_key,
+    )
+    from cds.review.accounts import ReviewerAccounts
 
-    click.echo(str(ensure_demo_ehr(_settings().instance_path)))
+    settings = _settings()
+    click.echo(str(ensure_demo_ehr(settings.instance_path)))
+    ensure_demo_api_client(settings.instance_path)
+    ensure_session_key(settings.instance_path)
+    with database(settings.database_url) as (write, read):
+        ensure_demo_reviewer(settings.instance_path, ReviewerAccounts(write, read))
 
 
 @demo.command("request")
@@ -169,6 +185,9 @@ def token_mint(
 
 main.add_command(nlp)
 main.add_command(imaging)
+main.add_command(reviewers_commands.reviewers)
+main.add_command(api_commands.api)
+demo.add_command(replay_commands.replay)
 
 if __name__ == "__main__":
     main()

@@ -77,6 +77,17 @@ class Settings:
     #: Risk cards' action thresholds (model id → probability 0-1), overriding each model's
     #: default (``WARDROUND_RISK_THRESHOLDS``, JSON: {"cvd-event-3y": 0.15, "ascvd-pce": 0.075}).
     risk_thresholds: Mapping[str, float] = field(default_factory=dict)
+    #: JSON allow-list of the issuers of FHIR API bearer tokens (same format as the EHR
+    #: file; default instance/api-issuers.json). Missing file: /fhir accepts no token.
+    api_issuers_file: Path | None = None
+    #: Signs the review page's session cookies (WARDROUND_SECRET_KEY). None: no log-in.
+    secret_key: str | None = field(default=None, repr=False)
+    #: Secure flag (and the __Host- name) of the session cookie; only for plain-http demos.
+    session_cookie_secure: bool = True
+    #: A reviewer's session ends this long after log-in, or after 30 idle minutes.
+    review_session_minutes: int = 480
+    #: Seconds between full walks of the hash chain behind the review page's chain status.
+    chain_full_verify_s: int = 900
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -108,6 +119,13 @@ class Settings:
             raise ConfigError(
                 f"WARDROUND_RISK_THRESHOLDS: {bad_thresholds} must be probabilities between 0 and 1"
             )
+        if self.secret_key is not None and len(self.secret_key) < 32:
+            raise ConfigError("WARDROUND_SECRET_KEY must be at least 32 characters")
+        if self.review_session_minutes <= 0 or self.chain_full_verify_s <= 0:
+            raise ConfigError(
+                "WARDROUND_REVIEW_SESSION_MINUTES and WARDROUND_CHAIN_FULL_VERIFY_S must be "
+                "positive"
+            )
         if self.dicomweb_access is None and self.dicomweb_auth_json is not None:
             object.__setattr__(self, "dicomweb_access", _dicomweb_access(self.dicomweb_auth_json))
 
@@ -119,6 +137,8 @@ class Settings:
         instance = Path(env.get("WARDROUND_INSTANCE_PATH") or instance_path or "instance")
         database_url = env.get("DATABASE_URL") or f"sqlite:///{(instance / 'audit.db').resolve()}"
         issuers = env.get("WARDROUND_TRUSTED_ISSUERS")
+        api_issuers = env.get("WARDROUND_API_ISSUERS")
+        cookie_secure = env.get("WARDROUND_SESSION_COOKIE_SECURE")
         dicomweb_auth_json = env.get("WARDROUND_DICOMWEB_AUTH") or None
         return cls(
             database_url=database_url,
@@ -146,6 +166,11 @@ class Settings:
             imaging_lookback_days=float(env.get("WARDROUND_IMAGING_LOOKBACK_DAYS", "14")),
             imaging_viewer_url=env.get("WARDROUND_IMAGING_VIEWER_URL") or None,
             risk_thresholds=_risk_thresholds(env.get("WARDROUND_RISK_THRESHOLDS")),
+            api_issuers_file=Path(api_issuers) if api_issuers else instance / "api-issuers.json",
+            secret_key=env.get("WARDROUND_SECRET_KEY") or None,
+            session_cookie_secure=True if cookie_secure is None else _flag(cookie_secure),
+            review_session_minutes=int(env.get("WARDROUND_REVIEW_SESSION_MINUTES", "480")),
+            chain_full_verify_s=int(env.get("WARDROUND_CHAIN_FULL_VERIFY_S", "900")),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

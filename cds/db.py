@@ -61,8 +61,27 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(SNAPSHOT_OPTION):
+            conn.exec_driver_sql("BEGIN")  # a reader: WAL gives it a snapshot, no write lock
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+SNAPSHOT_OPTION = "wardround_snapshot"
+
+
+def make_snapshot_sessionmaker(engine: Engine) -> sessionmaker:
+    """Read-only sessions whose statements all see one snapshot of the database.
+
+    PostgreSQL: ``REPEATABLE READ, READ ONLY`` transactions. SQLite: a deferred ``BEGIN``
+    (in WAL mode a reader keeps the snapshot of its first read until it ends, and takes
+    no write lock, so readers never hold up the audit writers).
+    """
+    options: dict[str, object] = {SNAPSHOT_OPTION: True}
+    if engine.dialect.name == "postgresql":
+        options |= {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+    return sessionmaker(bind=engine.execution_options(**options), expire_on_commit=False)

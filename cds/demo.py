@@ -7,6 +7,7 @@ only its public JWK Set. Real deployments list their EHRs in their own trusted-i
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Iterable
@@ -175,3 +176,47 @@ def order_request(
     if hook == "order-select":
         context["selections"] = selections or [f"MedicationRequest/{drafts[-1]['id']}"]
     return {**base, "hook": hook, "context": context}
+
+
+# --------------------------------------------------------------------------- review + FHIR API
+DEMO_API_CLIENT = "demo"
+DEMO_REVIEWER = "demo"
+
+
+def ensure_demo_api_client(instance: Path) -> Path:
+    """A demo FHIR API client (key pair in instance/demo-api/, trusted in api-issuers.json)."""
+    from cds.api_clients import add_client
+
+    folder = instance / "demo-api"
+    info = folder / "client.json"
+    if not info.exists():
+        client = add_client(DEMO_API_CLIENT, instance / "api-issuers.json", folder)
+        info.write_text(json.dumps({"name": client.name, "iss": client.iss, "kid": client.kid}))
+    return info
+
+
+def ensure_session_key(instance: Path) -> Path:
+    """A random session-signing key for the demo (``make serve`` exports it as
+    WARDROUND_SECRET_KEY; production sets that variable itself)."""
+    path = instance / "demo-session-key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path
+
+
+def ensure_demo_reviewer(instance: Path, accounts: Any) -> tuple[str, str]:
+    """The demo reviewer (roles reviewer and auditor); its password in instance/, 0600."""
+    from cds.review.accounts import AccountError
+
+    path = instance / "demo-reviewer.txt"
+    password = path.read_text().strip() if path.exists() else secrets.token_urlsafe(18)
+    try:
+        accounts.add(DEMO_REVIEWER, password, ["reviewer", "auditor"])
+    except AccountError:
+        if not path.exists():  # the account outlived its password file: set a new one
+            accounts.set_password(DEMO_REVIEWER, password)
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(password + "\n")
+    return DEMO_REVIEWER, password

@@ -26,7 +26,9 @@ from werkzeug.routing import Map
 
 from cds.cards import CdsResponse
 from cds.feedback import FeedbackRequest
+from cds.fhir_api import openapi_paths as fhir_openapi
 from cds.hook_request import HOOK_CONTEXTS, FieldError, HookRequest
+from cds.review import openapi_paths as review_openapi
 from cds.services.registry import CdsService, ServiceRegistry
 
 OPENAPI_VERSION = "3.1.0"
@@ -374,6 +376,7 @@ def build_openapi(
             },
         }
     }
+    security_schemes: dict[str, Any] = {}
     if url_map is not None:
         for rule in url_map.iter_rules():
             if rule.rule == "/metrics" and (rule.methods is None or "GET" in rule.methods):
@@ -381,6 +384,13 @@ def build_openapi(
             elif rule.endpoint.startswith("model_pages."):
                 path = rule.rule.replace("<model_id>", "{model_id}").replace("<name>", "{name}")
                 paths[path] = {"get": _model_page(rule.endpoint)}
+        endpoints = {rule.endpoint for rule in url_map.iter_rules()}
+        if "fhir.metadata" in endpoints:
+            paths |= fhir_openapi.fhir_paths(schemas)
+            security_schemes["fhirBearer"] = fhir_openapi.SECURITY_SCHEME
+        if "review.calls" in endpoints:
+            paths |= review_openapi.review_paths(schemas)
+            security_schemes["reviewerSession"] = review_openapi.SECURITY_SCHEME
 
     document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
@@ -389,7 +399,9 @@ def build_openapi(
             "version": _version(),
             "description": "CDS Hooks 2.0 endpoints. Every call except /openapi.json and "
             "/metrics carries `Authorization: Bearer <JWT>` signed by a trusted EHR, whose "
-            "`aud` is the URL of the endpoint called and whose `jti` is used once.",
+            "`aud` is the URL of the endpoint called and whose `jti` is used once. The FHIR "
+            "API (/fhir) takes API access tokens instead (fhirBearer); the review page "
+            "(/review) a reviewer's session cookie.",
         },
         "paths": paths,
         "components": {
@@ -401,7 +413,8 @@ def build_openapi(
                     "bearerFormat": "JWT",
                     "description": "CDS Hooks 2.0 client JWT (ES384/RS384, kid, iss, sub, "
                     "aud = endpoint URL, exp, iat, jti)",
-                }
+                },
+                **security_schemes,
             },
         },
         "security": [{"bearerAuth": []}],

@@ -36,7 +36,8 @@ PG_ADMIN_URL = os.environ.get("WARDROUND_TEST_PG", "postgresql://postgres@127.0.
 BASE_URL = "http://localhost"
 ISSUER = "https://ehr.test"
 CHAINED_AND_STATE = (
-    "audit_feedback", "audit_card", "audit_invocation", "jwt_replay",
+    "audit_feedback", "audit_card", "audit_invocation", "audit_access", "jwt_replay",
+    "reviewer_account",
 )  # fmt: skip
 
 

@@ -449,7 +449,7 @@ def test_cli_db_upgrade_is_idempotent(database_url: str, tmp_path: Path) -> None
     assert completed.returncode == 0, completed.stderr
     assert "database at revision head" in completed.stdout
     current = run_cli(database_url, tmp_path, "db", "current")
-    assert current.stdout.strip() == "0002"
+    assert current.stdout.strip() == "0003"
 
 
 def test_cli_db_upgrade_creates_the_schema_in_an_empty_database(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cds.audit.chain import content_hash, row_values
 from cds.audit.group_commit import GroupCommitter, WriteFailed
 from cds.audit.jti import SeenToken, TokenMemory
-from cds.audit.tables import Card, ChainedRow, ChainHead, Feedback, Invocation
+from cds.audit.tables import Access, Card, ChainedRow, ChainHead, Feedback, Invocation
 
 
 class AuditUnavailable(RuntimeError):
@@ -46,11 +46,12 @@ def utc_now() -> datetime:
 
 @dataclass
 class _Append:
-    """One request's rows: its invocation and cards, or its feedback entries."""
+    """One request's rows: its invocation and cards, its feedback entries, or its reads."""
 
     invocation: dict[str, Any] | None
     cards: Sequence[CardRecord] = ()
     feedback: Sequence[dict[str, Any]] = ()
+    access: Sequence[dict[str, Any]] = ()
     #: The caller's JWT, recorded in the same transaction (replay protection).
     token: SeenToken | None = None
 
@@ -77,7 +78,7 @@ class _Chain:
     def __init__(self, head: tuple[int, str]) -> None:
         self.seq, self.hash = head
         self.rows: dict[type[ChainedRow], list[dict[str, Any]]] = {
-            Invocation: [], Card: [], Feedback: []
+            Invocation: [], Card: [], Feedback: [], Access: []
         }  # fmt: skip
 
     def link(self, table: type[ChainedRow], values: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +122,8 @@ def _write_appends(
                     },
                 )
             results.append(invocation["seq"])
+        elif item.access:
+            results.append([chain.link(Access, entry)["seq"] for entry in item.access])
         else:
             results.append([chain.link(Feedback, entry)["seq"] for entry in item.feedback])
     # Parents before children (card → invocation, feedback → card) for the foreign keys.
@@ -186,6 +189,10 @@ class AuditLog:
         return self._submit(
             _Append(invocation=None, feedback=[_values(entry) for entry in entries], token=token)
         )
+
+    def record_access(self, entries: Sequence[Access | Mapping[str, Any]]) -> list[int]:
+        """Append reads of the audit (and reviewer log-ins), before the data is released."""
+        return self._submit(_Append(invocation=None, access=[_values(entry) for entry in entries]))
 
     def _submit(self, item: _Append) -> Any:
         try:

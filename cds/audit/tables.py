@@ -1,6 +1,6 @@
 """Audit tables. Every chained row carries ``seq``, ``prev_hash`` and ``hash``.
 
-The three chained tables (invocation, card, feedback) share one sequence: ``seq`` is
+The four chained tables (invocation, card, feedback, access) share one sequence: ``seq`` is
 assigned from the single ``audit_chain_head`` row, which is locked for the length of the
 writing transaction, so concurrent writers queue instead of forking the chain.
 """
@@ -10,7 +10,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -82,6 +93,14 @@ class Invocation(ChainedRow, Base):
         "error_code", "error_detail",
     )  # fmt: skip
 
+    __table_args__ = (
+        # Keyset pages (newest first) of one patient's or one user's calls; date ranges.
+        Index("ix_audit_invocation_patient_seq", "patient_id", "seq"),
+        Index("ix_audit_invocation_user_seq", "user_id", "seq"),
+        Index("ix_audit_invocation_received_at", "received_at"),
+        Index("ix_audit_invocation_hook_seq", "hook", "seq"),
+    )
+
 
 class Card(ChainedRow, Base):
     """A card exactly as it was returned to the EHR."""
@@ -126,6 +145,66 @@ class Feedback(ChainedRow, Base):
         "outcome_timestamp", "accepted_suggestions", "override_reason",
     )  # fmt: skip
 
+    __table_args__ = (
+        Index("ix_audit_feedback_received_at", "received_at"),
+        Index("ix_audit_feedback_service_seq", "service_id", "seq"),
+    )
+
+
+class Access(ChainedRow, Base):
+    """One read of the audit log (FHIR API, review page, export) or a reviewer log-in/out.
+
+    Written before the data it describes leaves the service, in the same hash chain as
+    what was read, and served back by the FHIR API as an AuditEvent (``acc-<seq>``).
+    """
+
+    __tablename__ = "audit_access"
+
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False, index=True)
+    #: ``fhir-api`` or ``review``.
+    channel: Mapped[str] = mapped_column(String(16), nullable=False)
+    #: Who: ``urn:wardround:reviewer`` + user name, or a token's ``iss`` + ``sub``.
+    principal_system: Mapped[str] = mapped_column(Text, nullable=False)
+    principal_id: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    #: The roles and scopes that granted (or failed to grant) the access.
+    grants: Mapped[list[str]] = mapped_column(JsonType, nullable=False)
+    #: search, read, page, detail, summary, export-csv, export-ndjson, export-bundle,
+    #: login, login-failed, logout.
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    #: What was read: a FHIR resource type or ``Type/id``, or a review page.
+    target: Mapped[str | None] = mapped_column(String(200))
+    #: The filter as applied (search parameters or the review page's form), normalised.
+    query: Mapped[dict[str, Any]] = mapped_column(JsonType, nullable=False)
+    #: The one patient the read concerned, when the filter or the record names one.
+    patient_id: Mapped[str | None] = mapped_column(Text, index=True)
+    #: Records returned (for an export: the records it streams).
+    result_count: Mapped[int | None] = mapped_column(Integer)
+    status_code: Mapped[int] = mapped_column(Integer, nullable=False)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+
+    hashed_columns = (
+        "at", "channel", "principal_system", "principal_id", "grants", "action", "target",
+        "query", "patient_id", "result_count", "status_code", "remote_addr",
+    )  # fmt: skip
+
+
+class ReviewerAccount(Base):
+    """A person who may log in to the review page (``cds reviewers add``). Not chained:
+    log-ins and log-outs are recorded in ``audit_access``."""
+
+    __tablename__ = "reviewer_account"
+
+    username: Mapped[str] = mapped_column(String(128), primary_key=True)
+    #: werkzeug.security hash (scrypt), never the password.
+    password_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    roles: Mapped[list[str]] = mapped_column(JsonType, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    failed_logins: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    #: Raised at log-out, password change and disabling: older session cookies stop working.
+    session_epoch: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
 
 class ChainHead(Base):
     """The single row that names the chain's last link; locked by every writer."""
@@ -147,4 +226,4 @@ class JwtReplay(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False, index=True)
 
 
-CHAINED_TABLES: tuple[type[ChainedRow], ...] = (Invocation, Card, Feedback)
+CHAINED_TABLES: tuple[type[ChainedRow], ...] = (Invocation, Card, Feedback, Access)

@@ -32,10 +32,13 @@ class VerifyResult:
         return f"audit chain BROKEN at {where}: {self.reason}"
 
 
-def _rows_in_order(session: Session, batch: int) -> Iterator[ChainedRow]:
+def _rows_in_order(session: Session, batch: int, after_seq: int = 0) -> Iterator[ChainedRow]:
     streams = [
         session.execute(
-            select(table).order_by(table.seq).execution_options(yield_per=batch)
+            select(table)
+            .where(table.seq > after_seq)
+            .order_by(table.seq)
+            .execution_options(yield_per=batch)
         ).scalars()
         for table in CHAINED_TABLES
     ]
@@ -54,9 +57,15 @@ def _check_link(row: ChainedRow, expected_seq: int, expected_prev: str) -> str |
     return None
 
 
-def verify_chain(session: Session, batch: int = 2000) -> VerifyResult:
-    expected_prev, expected_seq, count = GENESIS_HASH, 1, 0
-    for row in _rows_in_order(session, batch):
+def verify_chain(
+    session: Session, batch: int = 2000, after: tuple[int, str] | None = None
+) -> VerifyResult:
+    """Walk the chain from the start, or only the rows after ``after`` = (seq, hash) of a
+    link verified before (incremental: rows up to it are not read again). ``rows`` counts
+    the rows walked by this call."""
+    after_seq, expected_prev = after or (0, GENESIS_HASH)
+    expected_seq, count = after_seq + 1, 0
+    for row in _rows_in_order(session, batch, after_seq):
         reason = _check_link(row, expected_seq, expected_prev)
         if reason is not None:
             table = row.__tablename__  # type: ignore[attr-defined]

@@ -59,8 +59,12 @@ class JwtVerifier:
         leeway_s: int = 30,
         max_lifetime_s: int = 3600,
         jwks_cache_s: int = 300,
+        required_claims: tuple[str, ...] = REQUIRED_CLAIMS,
+        typ_values: tuple[str, ...] = ("JWT",),
     ) -> None:
         self._issuers = dict(issuers)
+        self._required = required_claims
+        self._typ_values = typ_values
         self._remember_jti = replay_store
         self._algorithms = tuple(algorithms)
         self._leeway = leeway_s
@@ -78,6 +82,22 @@ class JwtVerifier:
         ``identity.token`` in the same transaction as its own writes and refuse the call
         as a replay if it was already known (the audit log does this for service calls).
         """
+        issuer, claims = self.decode(authorization, audience)
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not jti or len(jti) > 256:
+            raise AuthError("malformed_token")
+        if remember and not self._remember_jti(issuer.iss, jti, int(claims["exp"])):
+            raise AuthError("replayed")
+        return ClientIdentity(
+            iss=issuer.iss,
+            sub=claims.get("sub"),
+            tenant=claims.get("tenant"),
+            jti=jti,
+            token=SeenToken.of(issuer.iss, jti, int(claims["exp"]), self._leeway),
+        )
+
+    def decode(self, authorization: str | None, audience: str) -> tuple[TrustedIssuer, dict]:
+        """Every check but the replay check: the trusted issuer and the verified claims."""
         token = _bearer(authorization)
         try:
             header = jwt.get_unverified_header(token)
@@ -90,7 +110,7 @@ class JwtVerifier:
         if (
             not isinstance(header.get("kid"), str)
             or not isinstance(header.get("jku", ""), str)
-            or header.get("typ", "JWT") != "JWT"
+            or header.get("typ", "JWT") not in self._typ_values
         ):
             raise AuthError("malformed_token")
         iss = unverified.get("iss")
@@ -106,7 +126,7 @@ class JwtVerifier:
                 audience=audience,
                 issuer=issuer.iss,
                 leeway=self._leeway,
-                options={"require": list(REQUIRED_CLAIMS), "strict_aud": False},
+                options={"require": list(self._required), "strict_aud": False},
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("expired") from None
@@ -127,18 +147,7 @@ class JwtVerifier:
             raise AuthError("lifetime_too_long")
         if issuer.sub_allowlist is not None and claims.get("sub") not in issuer.sub_allowlist:
             raise AuthError("untrusted_subject")
-        jti = claims["jti"]
-        if not isinstance(jti, str) or not jti or len(jti) > 256:
-            raise AuthError("malformed_token")
-        if remember and not self._remember_jti(issuer.iss, jti, int(exp)):
-            raise AuthError("replayed")
-        return ClientIdentity(
-            iss=issuer.iss,
-            sub=claims.get("sub"),
-            tenant=claims.get("tenant"),
-            jti=jti,
-            token=SeenToken.of(issuer.iss, jti, int(exp), self._leeway),
-        )
+        return issuer, claims
 
     def _signing_key(self, issuer: TrustedIssuer, header: dict) -> PyJWK:
         kid = header["kid"]

@@ -57,6 +57,8 @@ from tests.support.live_server import REPO, GunicornServer, write_trusted_issuer
 
 BIN = Path(sys.executable).parent
 ISSUER = "https://ehr.fuzz.test"
+#: The FHIR API's token issuer (the same key, trusted in the API issuers file).
+API_ISSUER = "https://auth.fuzz.test"
 KID = "fuzz-es384"
 CHECKS = [
     not_a_server_error,
@@ -84,9 +86,10 @@ class LiveServer:
         return self.server.base_url
 
     def mint(self, path: str) -> str:
-        """A fresh ES384 token for ``path`` (aud = the exact endpoint URL, a new jti)."""
+        """A fresh ES384 token for ``path`` (aud = the exact endpoint URL, a new jti); under
+        /fhir an API access token (aud = the FHIR base URL, every read granted)."""
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "iss": ISSUER,
             "sub": "fuzz-client",
             "aud": self.base_url + path,
@@ -94,6 +97,8 @@ class LiveServer:
             "exp": now + 300,
             "jti": str(uuid.uuid4()),
         }
+        if path.startswith("/fhir"):
+            claims |= {"iss": API_ISSUER, "aud": self.base_url + "/fhir", "scope": "system/*.read"}
         return jwt.encode(
             claims, self.private_pem, algorithm="ES384", headers={"kid": KID, "typ": "JWT"}
         )
@@ -120,6 +125,10 @@ def _write_issuer(folder: Path) -> tuple[bytes, Path]:
 def live_server(workdir: Path, workers: int = 1, threads: int = 4) -> Iterator[LiveServer]:
     """gunicorn serving wsgi:app with a migrated SQLite audit log under ``workdir``."""
     private_pem, issuers = _write_issuer(workdir)
+    api_issuers = issuers.parent / "api-issuers.json"
+    api_issuers.write_text(
+        json.dumps({"issuers": [{"iss": API_ISSUER, "jwks_file": "ehr-jwks.json"}]})
+    )
     server = GunicornServer(
         f"sqlite:///{workdir / 'audit.db'}",
         issuers,
@@ -128,6 +137,10 @@ def live_server(workdir: Path, workers: int = 1, threads: int = 4) -> Iterator[L
         threads=threads,
         log_level="WARNING",
         clean_env=True,
+        extra_env={
+            "WARDROUND_API_ISSUERS": str(api_issuers),
+            "WARDROUND_SECRET_KEY": uuid.uuid4().hex + uuid.uuid4().hex,
+        },
     )
     subprocess.run(
         [str(BIN / "cds"), "db", "upgrade"],
@@ -374,10 +387,19 @@ WEIGHTS = {
     ("feedback", "negative"): 2,
     ("unknown-service", "positive"): 1,
     ("other", "positive"): 0,  # GETs without parameters: one distinct case each
+    # The FHIR API (searches with parameters, reads) and the review page (HTML behind a
+    # log-in: mostly redirects; tests/review and the browser test cover it).
+    ("fhir", "positive"): 1,
+    ("fhir", "negative"): 1,
+    ("review", "positive"): 1,
+    ("review", "negative"): 1,
 }
 
 
 def _kind(operation: Any) -> str:
+    for prefix in ("fhir", "review"):
+        if operation.path.startswith(f"/{prefix}/"):
+            return prefix
     if operation.method.upper() != "POST":
         return "other"
     if "{" in operation.path:
