@@ -407,10 +407,24 @@ def _kind(operation: Any) -> str:
     return "feedback" if operation.path.endswith("/feedback") else "invoke"
 
 
-def plan(schema: schemathesis.BaseSchema, cases: int) -> dict[tuple[str, str], int]:
-    """Split ``cases`` over every (operation, mode) by :data:`WEIGHTS` (at least 1 each)."""
+def _weight(operation: Any, mode: str, focus: str | None) -> int:
+    kind = _kind(operation)
+    if focus and kind in ("invoke", "feedback") and f"/cds-services/{focus}" not in operation.path:
+        return 1
+    return WEIGHTS.get((kind, mode), 1)
+
+
+def plan(
+    schema: schemathesis.BaseSchema, cases: int, focus: str | None = None
+) -> dict[tuple[str, str], int]:
+    """Split ``cases`` over every (operation, mode) by :data:`WEIGHTS` (at least 1 each).
+
+    ``focus``: a service id whose invocation and feedback keep their full weight while the
+    other services' get the minimum (a short run that must still reach that service's
+    cards and feedback store, with more services registered than cases to spread).
+    """
     slots = [
-        (operation.label, mode.value, WEIGHTS.get((_kind(operation), mode.value), 1))
+        (operation.label, mode.value, _weight(operation, mode.value, focus))
         for operation in (result.ok() for result in schema.get_all_operations())
         for mode in _modes(operation)
     ]

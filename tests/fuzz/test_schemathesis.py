@@ -26,7 +26,10 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
 def test_generated_cases_get_documented_answers_and_no_5xx(target: tuple[LiveServer, Any]):
     server, schema = target
     # Derandomized: the suite always runs the same cases (``make fuzz`` explores anew).
-    totals = fuzz(server, schema, plan(schema, CASES), derandomize=True)
+    # The short run spends its budget on the seeded service (patient-summary): its cards
+    # and feedback are what the realism checks below look for; every other operation
+    # still gets cases.
+    totals = fuzz(server, schema, plan(schema, CASES, focus="patient-summary"), derandomize=True)
     report = "\n\n".join(totals.failures[:5])
     assert not totals.failures, f"{totals.summary()}\n\n{report}"
     assert not server.error_lines(), "\n".join(server.error_lines()[:5])

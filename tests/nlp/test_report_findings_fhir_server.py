@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,12 +61,10 @@ def _authorization(token: str) -> dict[str, Any]:
     }
 
 
-def test_a_report_on_the_fhir_server_becomes_a_linked_audited_card(
-    make_app, mint, fhir_server, database_url
-) -> None:
-    # What is tested here is reading the fetched text, not the prefetch deadline (tested
-    # elsewhere): a generous one keeps a busy CI machine from timing the fetch out.
-    hooks = HookClient(make_app(prefetch_deadline_s=10.0).test_client(), mint)
+@pytest.fixture
+def report_on_server(fhir_server) -> Iterator[tuple[str, str, str]]:
+    """A held-out IU report PUT on the session's FHIR server for one patient, removed after
+    (the server is shared by the session: other tests compare its data with prefetch)."""
     text = _held_out_pneumothorax_report()
     patient_id = fhir_server.patient_ids[11]
     report_id = str(uuid.uuid4())
@@ -82,6 +81,20 @@ def test_a_report_on_the_fhir_server_becomes_a_linked_audited_card(
     }
     put = fhir_server.request("PUT", f"DiagnosticReport/{report_id}", report)
     assert put.status_code in (200, 201), put.text
+    try:
+        yield patient_id, report_id, text
+    finally:
+        deleted = fhir_server.request("DELETE", f"DiagnosticReport/{report_id}")
+        assert deleted.status_code in (200, 204), deleted.text
+
+
+def test_a_report_on_the_fhir_server_becomes_a_linked_audited_card(
+    make_app, mint, fhir_server, database_url, report_on_server
+) -> None:
+    # What is tested here is reading the fetched text, not the prefetch deadline (tested
+    # elsewhere): a generous one keeps a busy CI machine from timing the fetch out.
+    hooks = HookClient(make_app(prefetch_deadline_s=10.0).test_client(), mint)
+    patient_id, report_id, text = report_on_server
 
     body = {
         "hook": "patient-view",
