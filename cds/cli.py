@@ -151,5 +151,9 @@ def token_mint(
     click.echo(mint_token(audience, key_path.read_bytes(), iss, kid, lifetime, algorithm=alg))
 
 
+from cds.commands.population import population  # noqa: E402  (needs main defined above)
+
+main.add_command(population)
+
 if __name__ == "__main__":
     main()
