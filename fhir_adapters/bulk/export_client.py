@@ -92,6 +92,8 @@ class ExportRequest:
     types: tuple[str, ...] = ()
     since: str | None = None
     type_filters: tuple[str, ...] = ()
+    #: ``_elements``: only these elements (servers may ignore it and say so in ``error``).
+    elements: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.level == "group" and not self.group_id:
@@ -111,6 +113,8 @@ class ExportRequest:
         if self.since:
             params.append(("_since", self.since))
         params.extend(("_typeFilter", f) for f in self.type_filters)
+        if self.elements:
+            params.append(("_elements", ",".join(self.elements)))
         return f"{base}/{path}?{urlencode(params)}"
 
 
@@ -295,6 +299,22 @@ class BulkExportClient:
     # ----------------------------------------------------------------- the steps
     def run(self, request: ExportRequest, folder: Path, *, restart: bool = False) -> ExportResult:
         """Kick off (or resume) ``request``, wait for it and download it into ``folder``."""
+        state = self.start(request, folder, restart=restart)
+        state_path = folder / STATE_FILE
+        if state.get("manifest") is None:
+            state["manifest"] = self.wait_for_manifest(state["status_url"])
+            _write_json_atomically(state_path, state)
+            _write_json_atomically(folder / MANIFEST_FILE, state["manifest"])
+        result = self._download_all(state, state_path, folder)
+        state["completed_at"] = datetime.now(UTC).isoformat()
+        _write_json_atomically(state_path, state)
+        self.on_event(ExportEvent("done", f"{len(result.files)} files"))
+        return result
+
+    def start(
+        self, request: ExportRequest, folder: Path, *, restart: bool = False
+    ) -> dict[str, Any]:
+        """Kick ``request`` off, its status URL kept in ``folder`` (or find it kept there)."""
         folder.mkdir(parents=True, exist_ok=True)
         state_path = folder / STATE_FILE
         if restart:
@@ -306,15 +326,7 @@ class BulkExportClient:
             state["status_url"] = self.kick_off(request)
             state["kicked_off_at"] = datetime.now(UTC).isoformat()
             _write_json_atomically(state_path, state)
-        if state.get("manifest") is None:
-            state["manifest"] = self.wait_for_manifest(state["status_url"])
-            _write_json_atomically(state_path, state)
-            _write_json_atomically(folder / MANIFEST_FILE, state["manifest"])
-        result = self._download_all(state, state_path, folder)
-        state["completed_at"] = datetime.now(UTC).isoformat()
-        _write_json_atomically(state_path, state)
-        self.on_event(ExportEvent("done", f"{len(result.files)} files"))
-        return result
+        return state
 
     def kick_off(self, request: ExportRequest) -> str:
         headers = self._headers(FHIR_JSON) | {"Prefer": "respond-async"}

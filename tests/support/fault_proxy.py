@@ -51,6 +51,8 @@ class FaultProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.faults: deque[Fault] = deque()
+        #: Faults for requests whose path contains a fragment (taken before ``faults``).
+        self.path_faults: dict[str, deque[Fault]] = {}
         #: When set, every request not scripted gets this (e.g. a hang).
         self.default = PASS
         #: When set, forwarded answers' bodies pass through it: (request path, body) → body.
@@ -73,7 +75,14 @@ class FaultProxy:
         self.faults.extend(faults)
         self.requests.clear()
 
-    def _next_fault(self) -> Fault:
+    def script_path(self, fragment: str, *faults: Fault) -> None:
+        """Answer the next requests whose path contains ``fragment`` with ``faults``."""
+        self.path_faults[fragment] = deque(faults)
+
+    def _next_fault(self, path: str = "") -> Fault:
+        for fragment, queued in self.path_faults.items():
+            if fragment in path and queued:
+                return queued.popleft()
         try:
             return self.faults.popleft()
         except IndexError:
@@ -96,7 +105,7 @@ class FaultProxy:
 
             def _handle(self, method: str) -> None:
                 proxy.requests.append(self.path if method == "GET" else f"{method} {self.path}")
-                fault = proxy._next_fault()
+                fault = proxy._next_fault(self.path)
                 if fault.delay_s:
                     time.sleep(fault.delay_s)
                 if fault.status is not None:
