@@ -20,6 +20,7 @@ On a cluster, the project's own packages are shipped to the executors
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from pyspark.sql import SparkSession
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+_LOCAL_MASTER = re.compile(r"^local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?$")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class SparkSettings:
     ui: bool = False
     #: Any further ``spark.*`` settings, applied last.
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.master.startswith("local") and not _LOCAL_MASTER.match(self.master):
+            raise ValueError(f"{self.master!r}: expected local, local[N], local[*] or local[N,F]")
 
     @property
     def is_local(self) -> bool:

@@ -381,15 +381,18 @@ def records(
     out_folder = out_folder.resolve()
     if out_folder.exists():
         raise click.UsageError(f"{out_folder} exists: choose a new folder")
-    settings = SparkSettings(
-        master=master,
-        driver_memory=driver_memory,
-        executor_memory=executor_memory,
-        shuffle_partitions=shuffle_partitions,
-        progress=progress,
-        ui=ui,
-        extra=_spark_conf(conf),
-    )
+    try:
+        settings = SparkSettings(
+            master=master,
+            driver_memory=driver_memory,
+            executor_memory=executor_memory,
+            shuffle_partitions=shuffle_partitions,
+            progress=progress,
+            ui=ui,
+            extra=_spark_conf(conf),
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--master") from None
     run = PopulationRun(
         "records",
         operator_name(operator),
