@@ -30,10 +30,16 @@ serve: $(STAMP)
 	PORT=$(PORT) exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 # Real servers the adapter tests talk to (the tests start and stop them on free ports):
-# sekmet-fhir, a FHIR R4 server, in its own venv; Orthanc with its DICOMweb plugin (Debian).
-test-services:
+# sekmet-fhir, a FHIR R4 server, in its own venv; Orthanc with its DICOMweb plugin (Debian);
+# a Java runtime for Spark (the population tests start a standalone Spark cluster).
+test-services: java
 	bash scripts/test-services/install-sekmet.sh
 	bash scripts/test-services/install-orthanc.sh
+
+# Spark's JVM (pyspark ships the JARs; a Java 17+ runtime comes from Debian when missing).
+.PHONY: java
+java:
+	bash scripts/test-services/install-java.sh
 
 test: $(STAMP) test-services
 	$(BIN)/ruff check .
@@ -83,3 +89,24 @@ soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak --duration $(DURATION) \
 		$(if $(RATE),--rate $(RATE)) $(if $(CAPACITY),--capacity $(CAPACITY)) \
 		--label "$(or $(SOAK_LABEL),$(DURATION)-s run)" --benchmarks BENCHMARKS.md
+
+# Population jobs on Spark: the shared Synthea patients as bulk NDJSON, then their record
+# rows (Parquet) through `cds population records` (local[*]; MASTER=spark://… for a
+# cluster), into instance/population/. The run is recorded in the audit log.
+SHARED_DATA ?= $(or $(WARDROUND_SHARED_DATA),../shared/data)
+POPULATION  := instance/population
+.PHONY: population-records
+population-records: $(STAMP) java
+	$(BIN)/cds db upgrade
+	test -d $(POPULATION)/synthea-ndjson || \
+		$(BIN)/cds population convert $(SHARED_DATA)/synthea-r4 $(POPULATION)/synthea-ndjson
+	rm -rf $(POPULATION)/records
+	$(BIN)/cds population records $(POPULATION)/synthea-ndjson --out $(POPULATION)/records \
+		--master '$(or $(MASTER),local[*])'
+
+# Bulk read + record rows at 600 / 10,000 / 100,000 patients (synthetic clones, generated
+# once into instance/bench-population/): single-process Python, Spark local[2] and a
+# two-worker standalone cluster on 127.0.0.1 → BENCHMARKS.md ("Population").
+.PHONY: bench-population
+bench-population: $(STAMP) java
+	$(BIN)/python benchmarks/population.py $(if $(SIZES),--sizes $(SIZES))

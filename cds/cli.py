@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from flask import Flask
 
+from cds.commands.population import population
 from cds.config import Settings
 
 
@@ -150,8 +151,6 @@ def token_mint(
         raise click.UsageError("--iss and --kid are required with --key")
     click.echo(mint_token(audience, key_path.read_bytes(), iss, kid, lifetime, algorithm=alg))
 
-
-from cds.commands.population import population  # noqa: E402  (needs main defined above)
 
 main.add_command(population)
 
