@@ -95,7 +95,6 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
         "spark.ui.enabled": str(settings.ui).lower(),
         "spark.ui.showConsoleProgress": str(settings.progress).lower(),
         "spark.driver.extraJavaOptions": log_option,
-        "spark.executor.extraJavaOptions": log_option,
         # Parquet timestamps as instants, the same in every reader.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     }
@@ -104,6 +103,8 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
     if settings.on_this_machine:
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
+        # The logging file exists here; executors elsewhere keep their cluster's logging.
+        conf["spark.executor.extraJavaOptions"] = log_option
     conf.update(settings.extra)
     return conf
 

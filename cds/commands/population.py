@@ -279,7 +279,7 @@ def export(
 
         def on_event(event: ExportEvent) -> None:
             if event.kind == "manifest":
-                progress.update(task, description="downloading", total=int(event.detail.split()[0]))
+                progress.update(task, description="downloading", total=event.files)
             elif event.kind in ("downloaded", "kept"):
                 progress.update(task, description=f"{event.kind} {event.detail}", advance=1)
             elif event.kind == "waiting":
@@ -293,23 +293,20 @@ def export(
         started = time.perf_counter()
         try:
             result = client.run(request, out, restart=restart)
-        except ExportError as exc:
-            run.fail(EXPORT_STATUS.get(type(exc).__name__, 502), type(exc).__name__, str(exc))
+        except (ExportError, KeyboardInterrupt) as exc:
+            # What was downloaded before the failure is recorded too: it left the server.
+            run.inputs = _export_datasets(BulkExportClient.downloaded(out))
+            if isinstance(exc, KeyboardInterrupt):
+                run.fail(FAILED, "interrupted", "stopped before the end; run again to resume")
+            else:
+                status = EXPORT_STATUS.get(type(exc).__name__, 502)
+                run.fail(status, type(exc).__name__, str(exc))
             _record(audit, run, started)
-            raise click.ClickException(str(exc)) from None
-        by_type: dict[str, list[dict[str, Any]]] = {}
-        for f in result.files:
-            if not f.error_file:
-                entry = {"name": f.name, "bytes": f.bytes, "sha256": f.sha256}
-                by_type.setdefault(f.resource_type, []).append(entry)
-        run.inputs = [
-            Dataset(kind, "bulk-export", result.resources[kind], tuple(files))
-            for kind, files in sorted(by_type.items())
-        ]
+            raise click.ClickException(str(exc) or "interrupted") from None
+        run.inputs = _export_datasets(result.files)
         if result.issues:
-            run.parameters["issues"] = {
-                f"{s}:{c}": n for (s, c), n in sorted(result.issues.items())
-            }
+            issues = {f"{s}:{c}": n for (s, c), n in sorted(result.issues.items())}
+            run.parameters["server_issues"] = issues
         seq = _record(audit, run, started)
     title = f"{out}: export complete"
     console.print(_counts_table(title, sorted(result.resources.items()), RESOURCE_HEADERS))
@@ -320,6 +317,23 @@ def export(
         errors.print(
             f"[yellow]server reported[/] {count} issues {severity}/{code} (see {out}/_errors)"
         )
+
+
+def _export_datasets(files: list[Any]) -> list[Dataset]:
+    """Downloaded files as datasets per resource type (error files left out)."""
+    by_type: dict[str, list[Any]] = {}
+    for f in files:
+        if not f.error_file:
+            by_type.setdefault(f.resource_type, []).append(f)
+    return [
+        Dataset(
+            kind,
+            "bulk-export",
+            sum(f.resources for f in group),
+            tuple({"name": f.name, "bytes": f.bytes, "sha256": f.sha256} for f in group),
+        )
+        for kind, group in sorted(by_type.items())
+    ]
 
 
 @population.command("cancel-export")

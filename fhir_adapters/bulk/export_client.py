@@ -141,6 +141,8 @@ class ExportEvent:
     detail: str = ""
     seconds: float | None = None
     bytes: int | None = None
+    #: With ``manifest``: how many files are to be downloaded.
+    files: int | None = None
 
 
 @dataclass(frozen=True)
@@ -308,7 +310,7 @@ class BulkExportClient:
         result = self._download_all(state, state_path, folder)
         state["completed_at"] = datetime.now(UTC).isoformat()
         _write_json_atomically(state_path, state)
-        self.on_event(ExportEvent("done", f"{len(result.files)} files"))
+        self.on_event(ExportEvent("done", f"{len(result.files)} files", files=len(result.files)))
         return result
 
     def start(
@@ -390,7 +392,7 @@ class BulkExportClient:
         numbers: Counter[tuple[str, bool]] = Counter()
         planned = [(e, False) for e in manifest["output"]]
         planned += [(e, True) for e in manifest.get("error") or []]
-        self.on_event(ExportEvent("manifest", f"{len(planned)} files"))
+        self.on_event(ExportEvent("manifest", f"{len(planned)} files", files=len(planned)))
         for entry, is_error in planned:
             kind = str(entry["type"])
             numbers[(kind, is_error)] += 1
@@ -486,6 +488,19 @@ class BulkExportClient:
         (folder / MANIFEST_FILE).unlink(missing_ok=True)
         for leftover in [*folder.glob("*.part"), *folder.glob(f"{ERRORS_FOLDER}/*.part")]:
             leftover.unlink()
+
+    @staticmethod
+    def downloaded(folder: Path) -> list[DownloadedFile]:
+        """The files of the export in ``folder`` downloaded so far (complete ones only)."""
+        try:
+            state = json.loads((folder / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return []
+        return [
+            DownloadedFile(**entry)
+            for entry in (state.get("files") or {}).values()
+            if _intact(folder / entry["name"], entry["bytes"])
+        ]
 
     def cancel(self, folder: Path) -> int:
         """``DELETE`` the status URL of the export in ``folder``; the server's status code."""

@@ -231,9 +231,14 @@ def test_files_are_fetched_without_the_token_when_the_manifest_says_so(
         client.run(_request(proxy.base_url), tmp_path / "export")
 
 
+def _export_args(base_url: str, out: Path) -> list[str]:
+    """``cds population export`` of the test group."""
+    return ["population", "export", base_url, str(out), "--group", GROUP,
+            "--type", ",".join(TYPES), "--operator", "ci"]  # fmt: skip
+
+
 def _start_export_process(base_url: str, out: Path, token: str, database_url: str) -> Any:
-    command = [sys.executable, "-m", "cds.cli", "population", "export", base_url, str(out),
-               "--group", GROUP, "--type", ",".join(TYPES), "--operator", "ci"]  # fmt: skip
+    command = [sys.executable, "-m", "cds.cli", *_export_args(base_url, out)]
     env = repo_env(DATABASE_URL=database_url, WARDROUND_BULK_TOKEN=token)
     return subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
@@ -292,18 +297,7 @@ def test_a_killed_download_resumes_without_fetching_finished_files_again(
 
     result = CliRunner().invoke(
         main,
-        [
-            "population",
-            "export",
-            proxy.base_url,
-            str(out),
-            "--group",
-            GROUP,
-            "--type",
-            ",".join(TYPES),
-            "--operator",
-            "ci",
-        ],
+        _export_args(proxy.base_url, out),
         env={"DATABASE_URL": audit_url, "WARDROUND_BULK_TOKEN": fhir_server.token},
     )
 
@@ -370,3 +364,28 @@ def test_a_folder_holding_another_export_is_refused(fhir_server: Any, tmp_path: 
     with pytest.raises(ExportError, match="holds a different export"):
         client.run(other, tmp_path)
     client.cancel(tmp_path)
+
+
+def test_a_failed_export_is_audited_with_what_it_downloaded(
+    fhir_server: Any, proxy: FaultProxy, tmp_path: Path, audit_url: str
+) -> None:
+    """The server loses the export after two files: both are in the audit row."""
+    out = tmp_path / "export"
+    gone = Fault(404, body=b'{"resourceType": "OperationOutcome", "issue": []}')
+    proxy.script_path("bulk-files", Fault(), Fault(), gone)
+    result = CliRunner().invoke(
+        main,
+        _export_args(proxy.base_url, out),
+        env={"DATABASE_URL": audit_url, "WARDROUND_BULK_TOKEN": fhir_server.token},
+    )
+    assert result.exit_code == 1
+    assert "no longer has this file" in result.output and "restart" in result.output
+    engine = make_engine(audit_url)
+    with make_sessionmaker(engine)() as session:
+        (run,) = recent_runs(session)
+    engine.dispose()
+    assert (run.status_code, run.error_code) == (410, "ExportExpired")
+    files = [f for d in run.prefetch_fetched for f in d["files"]]
+    assert len(files) == 2
+    for file in files:
+        assert hashlib.sha256((out / file["name"]).read_bytes()).hexdigest() == file["sha256"]

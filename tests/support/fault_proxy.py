@@ -8,6 +8,7 @@ proxy does, so ``next`` links keep pointing at the proxy).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -47,6 +48,12 @@ FORWARDED_HEADERS = frozenset(
 )  # fmt: skip
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client gone is no news
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class FaultProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
@@ -59,7 +66,7 @@ class FaultProxy:
         self.transform: Callable[[str, bytes], bytes] | None = None
         self.requests: list[str] = []
         self._session = requests.Session()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._server.block_on_close = False  # a hanging fault must not hold up teardown
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
