@@ -16,8 +16,7 @@ import pytest
 from fhir_adapters.bulk.ndjson import BulkFolder, scan_folder
 from fhir_adapters.bulk.synthea_ndjson import bundle_files, convert_bundles
 from tests.conftest import synthea_bundles
-
-pytest_plugins = ["tests.support.spark_cluster"]
+from tests.support.spark_cluster import spark_cluster  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(scope="session")
