@@ -132,6 +132,13 @@ def _command_line(pid: int) -> str:
         return ""
 
 
+def driver_pids() -> list[int]:
+    """This process and its Spark driver JVM (not the cluster daemons it may have started)."""
+    me = os.getpid()
+    jvms = [pid for pid in children(me) if "SparkSubmit" in _command_line(pid)]
+    return [me, *(pid for jvm in jvms for pid in tree(jvm))]
+
+
 def executor_pids() -> list[int]:
     """Executor JVMs of a standalone cluster and their Python workers."""
     roots = [
@@ -162,8 +169,7 @@ def measure_spark(folder: Path, master: str, cluster: Any = None) -> dict[str, A
     from population.records_job import input_files, planned_inputs, write_record_tables
     from population.spark_session import SparkSettings, spark_session
 
-    me = os.getpid()
-    groups: dict[str, Any] = {"driver": lambda: tree(me)}
+    groups: dict[str, Any] = {"driver": driver_pids}
     if cluster is not None:
         groups["executors"] = executor_pids
     started = time.perf_counter()

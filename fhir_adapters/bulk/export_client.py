@@ -275,7 +275,11 @@ class BulkExportClient:
                 )
                 self._raise_if_transient(response)
                 return response
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
                 failure = _Transient(type(exc).__name__, None)
             except _Transient as exc:
                 failure = exc
