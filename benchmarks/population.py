@@ -235,7 +235,7 @@ class Result:
         return self.measured["resources"] / self.measured["seconds"]
 
 
-def _report(results: list[Result], command: str) -> str:
+def _report(results: list[Result], command: str, note: str | None = None) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
@@ -243,12 +243,16 @@ def _report(results: list[Result], command: str) -> str:
         "## Population: bulk read + record rows (`make bench-population`)",
         "",
         f"{when}, {machine}, Spark {_spark_version()}, Java {_java_version()}. Command: "
-        f"`{command}`. Data: the 299 shared Synthea patients grown with the scale generator "
+        f"`{command}`" + (f" ({note})" if note else "") + ". Data: the 299 shared Synthea "
+        "patients grown with the scale generator "
         "(synthetic clones, throughput only), the five record types, gzip NDJSON of at most "
         f"{LINES_PER_FILE:,} resources per file. Each row is one fresh process; seconds are "
         "the job alone (reading, building every record row, and for Spark writing Parquet "
         "and hashing the input files); Spark's start-up is the next column. Memory is the "
-        "peak resident set, sampled every 0.5 s.",
+        "peak resident set, sampled every 0.5 s. The cluster is a master and two one-core "
+        "workers (2.5 GiB each, executors 2g) on the same two cores, so it shows the cluster "
+        "path's cost, not a scale-out. The machine was shared with other work while this ran "
+        "(its 1-minute load average before and after each row is the last column).",
         "",
         "| patients | resources | gzip MB | path | seconds | patients/s | resources/s "
         "| Spark start s | driver peak MiB | executors peak MiB | load before/after |",
@@ -260,11 +264,15 @@ def _report(results: list[Result], command: str) -> str:
             f"| {r.data['patients']:,} | {r.data['resources']:,} | "
             f"{r.data['gzip_bytes'] / 1e6:,.0f} | {r.path} | {m['seconds']:,.1f} | "
             f"{r.patients_per_s:,.0f} | {r.resources_per_s:,.0f} | "
-            f"{m.get('startup_s', 0):.1f} | {m['driver_mib']:,} | "
+            f"{_seconds(m.get('startup_s'))} | {m['driver_mib']:,} | "
             f"{m.get('executors_mib', '-')} | {_load(m)} |"
         )
     lines += ["", _reading(results), MARK_END]
     return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _load(measured: dict[str, Any]) -> str:
@@ -277,10 +285,35 @@ def _reading(results: list[Result]) -> str:
     notes = []
     for path in PATHS:
         rates = [(s, by[(s, path)].patients_per_s) for s in SIZES if (s, path) in by]
-        if len(rates) >= 2:
+        if rates:
             described = ", ".join(f"{rate:,.0f}/s at {size:,}" for size, rate in rates)
-            notes.append(f"{path}: {described}")
-    return "Patients per second by size (flat = cost grows linearly): " + "; ".join(notes) + "."
+            notes.append(f"{path} {described}")
+    text = [
+        "Reading it. Patients per second by size (a rate that holds or rises with size means "
+        "the cost grows linearly, start-up aside): " + "; ".join(notes) + ".",
+    ]
+    missing = [(s, p) for s in SIZES for p in PATHS if (s, p) not in by]
+    for size, path in missing:
+        known = [by[(s, path)] for s in SIZES if (s, path) in by]
+        if known:
+            rate = known[-1].patients_per_s
+            text.append(
+                f"Not run: {path} at {size:,} patients (at its measured {rate:,.0f} patients/s "
+                f"it would take about {size / rate / 60:,.0f} minutes)."
+            )
+    driver = [
+        f"{by[(s, p)].measured['driver_mib']:,} MiB ({p}, {s:,})"
+        for p in PATHS
+        for s in SIZES
+        if (s, p) in by
+    ]
+    text.append(
+        "Driver memory does not follow the data: the Python path streams (one line at a "
+        "time), and Spark's driver only plans and counts while the executors read; its JVM "
+        "heap is capped by --driver-memory (2g here), which local mode fills as working "
+        "memory. Peaks: " + ", ".join(driver) + "."
+    )
+    return "\n\n".join(text)
 
 
 def _spark_version() -> str:
@@ -305,6 +338,7 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="Rewrite BENCHMARKS.md from saved results"
     )
+    parser.add_argument("--note", help="How the saved results were made (for the report)")
     parser.add_argument("--one", nargs=2, metavar=("PATH", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -339,8 +373,10 @@ def main() -> None:
                 handle.write(json.dumps(result.__dict__) + "\n")
             print(f"  {measured['seconds']:.1f} s, {result.patients_per_s:,.0f} patients/s")
     ordered = [results[k] for k in sorted(results, key=lambda k: (k[0], PATHS.index(k[1])))]
-    command = "make bench-population" + (f" SIZES={args.sizes}" if args.sizes else "")
-    write_block(args.benchmarks, MARK_START, MARK_END, _report(ordered, command))
+    command = "make bench-population" + (
+        f" SIZES={args.sizes}" if args.sizes != ",".join(str(s) for s in SIZES) else ""
+    )
+    write_block(args.benchmarks, MARK_START, MARK_END, _report(ordered, command, args.note))
 
 
 if __name__ == "__main__":
