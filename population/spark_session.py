@@ -3,8 +3,8 @@
 ``local[*]`` by default; any cluster through ``master`` (``spark://host:7077``, ``yarn``,
 ``k8s://…``). Settings are bounded for a small machine (driver and executor memory,
 shuffle partitions sized to the cores, not Spark's 200). Spark's own logging is quiet
-(``population/log4j2.properties``: warnings and errors only), the console progress bar is
-off unless asked for, and the web UI is off unless asked for.
+(``population/log4j2.properties``: warnings and errors only; py4j's Python logger too),
+the console progress bar is off unless asked for, and so is the web UI.
 
 On a single machine (a ``local`` master, or a ``spark://`` master on the loopback
 interface) nothing listens beyond 127.0.0.1: ``SPARK_LOCAL_IP``, ``spark.driver.host``
@@ -19,6 +19,7 @@ On a cluster, the project's own packages are shipped to the executors
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -116,6 +117,8 @@ def spark_session(settings: SparkSettings | None = None) -> SparkSession:
     settings needs the previous one stopped first.
     """
     settings = settings or SparkSettings()
+    # py4j logs every connection it closes at INFO, some of them at interpreter exit.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     if settings.on_this_machine:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         # Python workers on this machine run this very interpreter (and its packages);
