@@ -107,7 +107,7 @@ def test_a_failed_spark_job_is_audited_and_publishes_nothing(small_ndjson, tmp_p
     assert "records job failed" in done.stderr
     ((service, status, code),) = _runs(url)
     assert (service, status) == ("population:records", 500) and code
-    assert code in ("Py4JJavaError", "IllegalArgumentException", "AnalysisException"), code
+    assert code == "Py4JJavaError"  # raised by the write, after Spark has read the input
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "audit.db"]
 
