@@ -34,11 +34,17 @@ serve: $(STAMP)
 
 # Real servers the adapter tests talk to (the tests start and stop them on free ports):
 # sekmet-fhir, a FHIR R4 server, in its own venv; Orthanc with its DICOMweb plugin (Debian);
-# Debian's chromium for the review page's browser tests.
-test-services:
+# Debian's chromium for the review page's browser tests; a Java runtime for Spark (the
+# population tests start a standalone Spark cluster).
+test-services: java
 	bash scripts/test-services/install-sekmet.sh
 	bash scripts/test-services/install-orthanc.sh
 	bash scripts/test-services/install-chromium.sh
+
+# Spark's JVM (pyspark ships the JARs; a Java 17+ runtime comes from Debian when missing).
+.PHONY: java
+java:
+	bash scripts/test-services/install-java.sh
 
 test: $(STAMP) test-services
 	$(BIN)/ruff check .
@@ -68,7 +74,7 @@ bench-drug: $(STAMP)
 
 # Train the learned risk models on the shared Synthea patients (patient-level split) and
 # regenerate their artifacts and model card (models/risk/MODEL_CARD.md): about a minute.
-SHARED_DATA ?= ../shared/data
+SHARED_DATA ?= $(or $(WARDROUND_SHARED_DATA),../shared/data)
 .PHONY: models-risk
 models-risk: $(STAMP)
 	$(BIN)/cds models train cvd-event-3y acute-care-1y --data $(SHARED_DATA)/synthea-r4 \
@@ -129,3 +135,22 @@ models-imaging: $(STAMP)
 .PHONY: bench-imaging
 bench-imaging: $(STAMP) test-services
 	$(BIN)/python benchmarks/imaging.py
+# Population jobs on Spark: the shared Synthea patients as bulk NDJSON, then their record
+# rows (Parquet) through `cds population records` (local[*]; MASTER=spark://… for a
+# cluster), into instance/population/. The run is recorded in the audit log.
+POPULATION  := instance/population
+.PHONY: population-records
+population-records: $(STAMP) java
+	$(BIN)/cds db upgrade
+	test -d $(POPULATION)/synthea-ndjson || \
+		$(BIN)/cds population convert $(SHARED_DATA)/synthea-r4 $(POPULATION)/synthea-ndjson
+	rm -rf $(POPULATION)/records
+	$(BIN)/cds population records $(POPULATION)/synthea-ndjson --out $(POPULATION)/records \
+		--master '$(or $(MASTER),local[*])'
+
+# Bulk read + record rows at 600 / 10,000 / 100,000 patients (synthetic clones, generated
+# once into instance/bench-population/): single-process Python, Spark local[2] and a
+# two-worker standalone cluster on 127.0.0.1 → BENCHMARKS.md ("Population").
+.PHONY: bench-population
+bench-population: $(STAMP) java
+	$(BIN)/python benchmarks/population.py $(if $(SIZES),--sizes $(SIZES))

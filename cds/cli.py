@@ -15,6 +15,7 @@ from cds.commands import reviewers as reviewers_commands
 from cds.commands import risk_models
 from cds.commands.imaging import imaging
 from cds.commands.nlp import nlp
+from cds.commands.population import population
 from cds.config import Settings
 
 
@@ -188,6 +189,7 @@ main.add_command(imaging)
 main.add_command(reviewers_commands.reviewers)
 main.add_command(api_commands.api)
 demo.add_command(replay_commands.replay)
+main.add_command(population)
 
 if __name__ == "__main__":
     main()

@@ -244,7 +244,7 @@ def medication(request: Any, contained: Mapping[str, Any] | None = None) -> Medi
     )
 
 
-def _contained_medications(resource: Any) -> dict[str, Any]:
+def contained_medications(resource: Any) -> dict[str, Any]:
     return {
         str(c.id): c
         for c in getattr(resource, "contained", None) or []
@@ -400,7 +400,7 @@ def draft_orders(bundle: Mapping[str, Any] | None, selections: Sequence[str]) ->
         kind = resource.__resource_type__
         selected = f"{kind}/{resource.id}" in selections
         if kind == "MedicationRequest":
-            med = medication(resource, _contained_medications(resource))
+            med = medication(resource, contained_medications(resource))
             orders.append(
                 DraftOrder(kind, resource.id, resource.status, med.concept, selected, med)
             )
@@ -472,7 +472,7 @@ def build_patient_context(
         problems = [p for p in all_conditions if p.clinical_status in ACTIVE_PROBLEM]
     medication_history = sorted(
         (
-            medication(m, _contained_medications(m))
+            medication(m, contained_medications(m))
             for m in collect.resources("medication_history")
             if m.status != "entered-in-error"
         ),
@@ -480,7 +480,7 @@ def build_patient_context(
     )
     medications = sorted(
         (
-            medication(m, _contained_medications(m))
+            medication(m, contained_medications(m))
             for m in collect.resources("medications")
             if m.status == "active"
         ),

@@ -1,0 +1,391 @@
+"""`make bench-population`: bulk read + record rows at 600 / 10,000 / 100,000 patients.
+
+Data: the shared Synthea patients as bulk NDJSON (``cds population convert``), grown to each
+size by the scale generator (synthetic clones: for throughput only) — the five record
+types (Patient, Condition, Observation, MedicationRequest, Encounter), gzip, at most
+100,000 resources per file — generated once into ``--data-dir`` and reused.
+
+Paths, each on the same files, each in a fresh process:
+
+* ``python``: one process, ``read_folder`` + ``iter_record_rows`` (every resource parsed
+  by ``fhir.resources``, as on the hook path); rows counted, nothing kept;
+* ``local[2]``: the records job (``write_record_tables``: one pass, Parquet out);
+* ``cluster``: the same job on a standalone master and two workers (one core and 2 GiB
+  each) on 127.0.0.1, started from pyspark's launcher (``tests/support/spark_cluster``).
+
+Measured: the job's wall time (Spark's start-up is reported apart), patients and resources
+per second, and the peak resident memory of the driver (the Python process and its JVM)
+and, on the cluster, of the executors (JVMs and their Python workers), sampled every
+0.5 s. Results go into BENCHMARKS.md between the population markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.report import write_block  # noqa: E402
+from tests.support.live_server import children, rss_kib  # noqa: E402
+
+MARK_START, MARK_END = "<!-- population-bench:start -->", "<!-- population-bench:end -->"
+RECORD_TYPES = frozenset({"Patient", "Condition", "Observation", "MedicationRequest", "Encounter"})
+LINES_PER_FILE = 100_000
+SIZES = (600, 10_000, 100_000)
+PATHS = ("python", "local[2]", "cluster")
+
+
+# --------------------------------------------------------------------------- data
+def synthea_ndjson(data_dir: Path) -> Path:
+    from fhir_adapters.bulk.synthea_ndjson import bundle_files, convert_bundles
+    from tests.conftest import SYNTHEA
+
+    folder = data_dir / "synthea"
+    if not (folder / "done").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        convert_bundles(bundle_files(SYNTHEA), folder / "bulk", types=RECORD_TYPES)
+        (folder / "done").write_text("")
+    return folder / "bulk"
+
+
+def population(data_dir: Path, patients: int) -> tuple[Path, dict[str, Any]]:
+    """The folder of ``patients`` patients (generated on first use) and its description."""
+    from fhir_adapters.bulk.ndjson import scan_folder
+    from fhir_adapters.bulk.synthetic_clones import clone_folder
+
+    folder = data_dir / f"patients-{patients}"
+    description = folder / "description.json"
+    if not description.is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        source = scan_folder(synthea_ndjson(data_dir))
+        started = time.perf_counter()
+        summary = clone_folder(
+            source, folder / "bulk", patients, compress=True, max_lines=LINES_PER_FILE
+        )
+        files = list((folder / "bulk").iterdir())
+        description.write_text(
+            json.dumps(
+                {
+                    "patients": summary.patients,
+                    "resources": sum(summary.resources.values()),
+                    "files": len(files),
+                    "gzip_bytes": sum(f.stat().st_size for f in files),
+                    "generate_s": round(time.perf_counter() - started, 1),
+                }
+            )
+        )
+    return folder / "bulk", json.loads(description.read_text())
+
+
+# --------------------------------------------------------------------------- memory
+class PeakMemory:
+    """Samples the resident memory of process trees every 0.5 s; keeps the peaks."""
+
+    def __init__(self, groups: dict[str, Any]) -> None:
+        self.groups = groups  # name → callable returning pids
+        self.peaks = dict.fromkeys(groups, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for name, pids in self.groups.items():
+                total = sum(rss_kib(pid) for pid in pids())
+                self.peaks[name] = max(self.peaks[name], total)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def tree(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        queue.extend(children(current))
+    return found
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def driver_pids() -> list[int]:
+    """This process and its Spark driver JVM (not the cluster daemons it may have started)."""
+    me = os.getpid()
+    jvms = [pid for pid in children(me) if "SparkSubmit" in _command_line(pid)]
+    return [me, *(pid for jvm in jvms for pid in tree(jvm))]
+
+
+def executor_pids() -> list[int]:
+    """Executor JVMs of a standalone cluster and their Python workers."""
+    roots = [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and "CoarseGrainedExecutorBackend" in _command_line(int(p.name))
+    ]
+    return [pid for root in roots for pid in tree(root)]
+
+
+# --------------------------------------------------------------------------- one measurement
+def measure_python(folder: Path) -> dict[str, Any]:
+    from fhir_adapters.bulk.ndjson import ReadStats, read_folder, scan_folder
+    from fhir_adapters.record_rows import RESOURCE_TYPES, iter_record_rows
+
+    me = os.getpid()
+    with PeakMemory({"driver": lambda: [me]}) as memory:
+        started = time.perf_counter()
+        stats = ReadStats()
+        resources = read_folder(scan_folder(folder), tuple(sorted(RESOURCE_TYPES)), stats)
+        rows = sum(1 for _ in iter_record_rows(resources))
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": rows, "resources": stats.resources, **_peaks(memory)}
+
+
+def measure_spark(folder: Path, master: str, cluster: Any = None) -> dict[str, Any]:
+    from fhir_adapters.bulk.ndjson import digest_files, scan_folder
+    from population.records_job import input_files, planned_inputs, write_record_tables
+    from population.spark_session import SparkSettings, spark_session
+
+    groups: dict[str, Any] = {"driver": driver_pids}
+    if cluster is not None:
+        groups["executors"] = executor_pids
+    started = time.perf_counter()
+    settings = SparkSettings(master=master, driver_memory="2g", executor_memory="2g")
+    spark = spark_session(settings)
+    startup = time.perf_counter() - started
+    out = Path(tempfile.mkdtemp(prefix="bench-population-"))
+    try:
+        with PeakMemory(groups) as memory:
+            started = time.perf_counter()
+            bulk = scan_folder(folder)
+            inputs = planned_inputs(digest_files(input_files(bulk)))
+            hashed = time.perf_counter() - started
+            counted, written = write_record_tables(spark, bulk, out / "records", inputs)
+            seconds = time.perf_counter() - started
+    finally:
+        spark.stop()
+        shutil.rmtree(out, ignore_errors=True)
+    return {
+        "seconds": seconds,
+        "startup_s": startup,
+        "hash_s": hashed,
+        "rows": sum(d.entries for d in written),
+        "resources": sum(d.entries for d in counted),
+        **_peaks(memory),
+    }
+
+
+def _peaks(memory: PeakMemory) -> dict[str, float]:
+    return {f"{name}_mib": round(kib / 1024) for name, kib in memory.peaks.items()}
+
+
+def run_one(path: str, folder: Path, workdir: Path) -> dict[str, Any]:
+    """One measurement, with the machine's 1-minute load average before and after (the
+    machine is shared: other work running beside it slows it down)."""
+    before = os.getloadavg()[0]
+    if path == "python":
+        measured = measure_python(folder)
+    elif path == "cluster":
+        from tests.support.spark_cluster import StandaloneCluster
+
+        with StandaloneCluster(workdir / "cluster", workers=2, cores=1, memory="2560m") as c:
+            measured = measure_spark(folder, c.master_url, cluster=c)
+    else:
+        measured = measure_spark(folder, path)
+    return measured | {"load": [round(before, 1), round(os.getloadavg()[0], 1)]}
+
+
+# --------------------------------------------------------------------------- the report
+@dataclass
+class Result:
+    size: int
+    path: str
+    data: dict[str, Any]
+    measured: dict[str, Any]
+
+    @property
+    def patients_per_s(self) -> float:
+        return self.data["patients"] / self.measured["seconds"]
+
+    @property
+    def resources_per_s(self) -> float:
+        return self.measured["resources"] / self.measured["seconds"]
+
+
+def _report(results: list[Result], command: str, note: str | None = None) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    lines = [
+        MARK_START,
+        "## Population: bulk read + record rows (`make bench-population`)",
+        "",
+        f"{when}, {machine}, Spark {_spark_version()}, Java {_java_version()}. Command: "
+        f"`{command}`" + (f" ({note})" if note else "") + ". Data: the 299 shared Synthea "
+        "patients grown with the scale generator "
+        "(synthetic clones, throughput only), the five record types, gzip NDJSON of at most "
+        f"{LINES_PER_FILE:,} resources per file. Each row is one fresh process; seconds are "
+        "the job alone (reading, building every record row, and for Spark writing Parquet "
+        "and hashing the input files); Spark's start-up is the next column. Memory is the "
+        "peak resident set, sampled every 0.5 s. The cluster is a master and two one-core "
+        "workers (2.5 GiB each, executors 2g) on the same two cores, so it shows the cluster "
+        "path's cost, not a scale-out. The machine was shared with other work while this ran "
+        "(its 1-minute load average before and after each row is the last column).",
+        "",
+        "| patients | resources | gzip MB | path | seconds | patients/s | resources/s "
+        "| Spark start s | driver peak MiB | executors peak MiB | load before/after |",
+        "| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        m = r.measured
+        lines.append(
+            f"| {r.data['patients']:,} | {r.data['resources']:,} | "
+            f"{r.data['gzip_bytes'] / 1e6:,.0f} | {r.path} | {m['seconds']:,.1f} | "
+            f"{r.patients_per_s:,.0f} | {r.resources_per_s:,.0f} | "
+            f"{_seconds(m.get('startup_s'))} | {m['driver_mib']:,} | "
+            f"{m.get('executors_mib', '-')} | {_load(m)} |"
+        )
+    lines += ["", _reading(results), MARK_END]
+    return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _load(measured: dict[str, Any]) -> str:
+    load = measured.get("load")
+    return f"{load[0]} / {load[1]}" if load else "?"
+
+
+def _reading(results: list[Result]) -> str:
+    by = {(r.size, r.path): r for r in results}
+    notes = []
+    for path in PATHS:
+        rates = [(s, by[(s, path)].patients_per_s) for s in SIZES if (s, path) in by]
+        if rates:
+            described = ", ".join(f"{rate:,.0f}/s at {size:,}" for size, rate in rates)
+            notes.append(f"{path} {described}")
+    text = [
+        "Reading it. Patients per second by size (a rate that holds or rises with size means "
+        "the cost grows linearly, start-up aside): " + "; ".join(notes) + ".",
+    ]
+    for size in SIZES:
+        if (size, "python") in by and (size, "local[2]") in by:
+            ratio = by[(size, "local[2]")].patients_per_s / by[(size, "python")].patients_per_s
+            text.append(
+                f"At {size:,} patients Spark local[2] is {ratio:.1f}x the single Python "
+                "process (which validates every resource with fhir.resources, as the hooks "
+                "do; Spark reads only the elements the rows need)."
+            )
+    missing = [(s, p) for s in SIZES for p in PATHS if (s, p) not in by]
+    for size, path in missing:
+        known = [by[(s, path)] for s in SIZES if (s, path) in by]
+        if known:
+            rate = known[-1].patients_per_s
+            text.append(
+                f"Not run: {path} at {size:,} patients (at its measured {rate:,.0f} patients/s "
+                f"it would take about {size / rate / 60:,.0f} minutes)."
+            )
+    driver = [
+        f"{by[(s, p)].measured['driver_mib']:,} MiB ({p}, {s:,})"
+        for p in PATHS
+        for s in SIZES
+        if (s, p) in by
+    ]
+    text.append(
+        "Driver memory does not follow the data: the Python path streams (one line at a "
+        "time), and Spark's driver only plans and counts while the executors read; its JVM "
+        "heap is capped by --driver-memory (2g here), which local mode fills as working "
+        "memory. Peaks: " + ", ".join(driver) + "."
+    )
+    return "\n\n".join(text)
+
+
+def _spark_version() -> str:
+    import pyspark
+
+    return pyspark.__version__
+
+
+def _java_version() -> str:
+    answer = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
+    first = (answer.stderr or answer.stdout).splitlines()[:1]
+    return first[0].split('"')[1] if first and '"' in first[0] else "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
+    parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--data-dir", type=Path, default=REPO / "instance" / "bench-population")
+    parser.add_argument("--benchmarks", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--results", type=Path, help="JSON lines of earlier runs to include")
+    parser.add_argument(
+        "--report-only", action="store_true", help="Rewrite BENCHMARKS.md from saved results"
+    )
+    parser.add_argument("--note", help="How the saved results were made (for the report)")
+    parser.add_argument("--one", nargs=2, metavar=("PATH", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.one:  # a child process: one measurement, printed as JSON
+        path, size = args.one[0], int(args.one[1])
+        folder, _ = population(args.data_dir, size)
+        with tempfile.TemporaryDirectory() as workdir:
+            print(json.dumps(run_one(path, folder, Path(workdir))))
+        return
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    paths = args.paths.split(",")
+    results_file = args.results or args.data_dir / "results.jsonl"
+    results: dict[tuple[int, str], Result] = {}
+    if results_file.is_file():
+        for line in results_file.read_text().splitlines():
+            saved = json.loads(line)
+            results[(saved["size"], saved["path"])] = Result(**saved)
+    for size in [] if args.report_only else sizes:
+        _, data = population(args.data_dir, size)
+        for path in paths:
+            print(f"{size:,} patients, {path} …", flush=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--data-dir", str(args.data_dir), "--one", path,
+                 str(size)],
+                capture_output=True, text=True, check=True, cwd=REPO,
+            )  # fmt: skip
+            measured = json.loads(done.stdout.strip().splitlines()[-1])
+            result = Result(size, path, data, measured)
+            results[(size, path)] = result
+            with results_file.open("a") as handle:
+                handle.write(json.dumps(result.__dict__) + "\n")
+            print(f"  {measured['seconds']:.1f} s, {result.patients_per_s:,.0f} patients/s")
+    ordered = [results[k] for k in sorted(results, key=lambda k: (k[0], PATHS.index(k[1])))]
+    command = "make bench-population" + (
+        f" SIZES={args.sizes}" if args.sizes != ",".join(str(s) for s in SIZES) else ""
+    )
+    write_block(args.benchmarks, MARK_START, MARK_END, _report(ordered, command, args.note))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,511 @@
+"""``cds population …``: bulk FHIR in, population jobs on Spark, every run audited.
+
+=========================== ==============================================================
+command                     what
+=========================== ==============================================================
+``convert SOURCE OUT``      Synthea transaction bundles → bulk NDJSON (development, tests)
+``clone SOURCE OUT -n N``   grow a bulk folder to N patients with synthetic clones
+                            (throughput tests only: never for model metrics)
+``export BASE_URL OUT``     a server's ``$export`` (Bulk Data Access IG), resumable
+``cancel-export OUT``       ``DELETE`` the status URL of the export in OUT
+``records INPUT --out OUT`` the record-rows job on Spark: one Parquet table per row type
+``runs``                    the latest population runs in the audit log
+=========================== ==============================================================
+
+``export`` and ``records`` are recorded in the audit log (``cds.audit.population_runs``):
+who ran them, the input manifest with file hashes, counts, and how they ended. A
+``records`` run publishes its output folder only after its audit row is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from cds.audit.population_runs import recent_runs, record_run
+from cds.audit.store import AuditLog, AuditUnavailable
+from cds.config import Settings
+from fhir_adapters.bulk.ndjson import BulkFolder, BulkInputError, digest_files, scan_folder
+from population.run_record import BAD_INPUT, FAILED, Dataset, PopulationRun, operator_name
+
+if TYPE_CHECKING:  # pyspark is imported only by the commands that run Spark
+    from population.spark_session import SparkSettings
+
+errors = Console(stderr=True)
+console = Console()
+
+
+def _settings() -> Settings:
+    from cds.cli import _settings as cli_settings
+
+    return cli_settings()
+
+
+def _types(value: str | None) -> frozenset[str] | None:
+    return frozenset(t.strip() for t in value.split(",") if t.strip()) if value else None
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=False,
+    )
+
+
+RESOURCE_HEADERS = ("resource type", "resources")
+
+
+def _counts_table(title: str, rows: list[tuple[str, Any]], headers: tuple[str, str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(headers[0])
+    table.add_column(headers[1], justify="right")
+    for name, value in rows:
+        table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
+    return table
+
+
+# --------------------------------------------------------------------------- the audit log
+@contextmanager
+def _audit() -> Iterator[AuditLog]:
+    """The audit log of DATABASE_URL; checked reachable and migrated before any work."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cds.audit.tables import ChainHead
+    from cds.db import make_engine, make_sessionmaker
+
+    engine = make_engine(_settings().database_url)
+    try:
+        sessions = make_sessionmaker(engine)
+        try:
+            with sessions() as session:
+                if session.execute(select(ChainHead.id)).first() is None:
+                    raise click.ClickException("the audit log is not set up: run `cds db upgrade`")
+        except SQLAlchemyError as exc:
+            raise click.ClickException(
+                f"audit log unavailable ({type(exc).__name__}): nothing was run"
+            ) from None
+        yield AuditLog(sessions)
+    finally:
+        engine.dispose()
+
+
+def _record(audit: AuditLog, run: PopulationRun, started: float) -> int:
+    run.duration_ms = (time.perf_counter() - started) * 1000
+    try:
+        return record_run(audit, run)
+    except AuditUnavailable as exc:
+        raise click.ClickException(
+            f"audit log unavailable ({exc}): the run is not recorded"
+        ) from None
+
+
+# --------------------------------------------------------------------------- the group
+@click.group()
+def population() -> None:
+    """Population jobs over FHIR Bulk Data (NDJSON), on Apache Spark."""
+
+
+@population.command("convert")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--gzip", "compress", is_flag=True, help="Write .ndjson.gz files.")
+@click.option("--max-lines", type=click.IntRange(min=1), help="Start a new file every N lines.")
+@click.option("--types", help="Only these resource types (comma-separated).")
+def convert(
+    source: Path, out: Path, compress: bool, max_lines: int | None, types: str | None
+) -> None:
+    """Synthea transaction bundles in SOURCE → bulk NDJSON in OUT (one file per type)."""
+    from fhir_adapters.bulk.synthea_ndjson import bundle_files, convert_bundles
+
+    bundles = bundle_files(source)
+    if not bundles:
+        raise click.ClickException(f"{source}: no .json or .gz bundles")
+    with _progress() as progress:
+        task = progress.add_task("converting bundles", total=len(bundles))
+        summary = convert_bundles(
+            bundles,
+            out,
+            types=_types(types),
+            compress=compress,
+            max_lines=max_lines,
+            on_bundle=lambda _: progress.advance(task),
+        )
+    title = f"{out}: {summary.patients:,} patients"
+    console.print(_counts_table(title, sorted(summary.resources.items()), RESOURCE_HEADERS))
+    console.print(
+        f"{summary.bundles} bundles, {len(summary.files)} files; shared resources repeated "
+        f"{summary.repeats:,} times ({summary.conflicts:,} with other content: first kept)"
+    )
+    for name, kind in summary.failed:
+        errors.print(f"[red]unreadable bundle[/red] {name}: {kind}")
+    if summary.failed:
+        sys.exit(1)
+
+
+@population.command("clone")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--patients", "-n", type=click.IntRange(min=1), required=True)
+@click.option("--gzip", "compress", is_flag=True, help="Write .ndjson.gz files.")
+@click.option("--max-lines", type=click.IntRange(min=1), help="Start a new file every N lines.")
+@click.option("--types", help="Only these resource types (comma-separated; Patient always).")
+def clone(
+    source: Path,
+    out: Path,
+    patients: int,
+    compress: bool,
+    max_lines: int | None,
+    types: str | None,
+) -> None:
+    """Grow the bulk folder SOURCE to N patients in OUT with synthetic clones.
+
+    FOR THROUGHPUT TESTS ONLY: clones repeat their sources' statistics; never train or
+    measure a model on them. Every cloned resource is tagged urn:wardround:synthetic-data.
+    """
+    from fhir_adapters.bulk.synthetic_clones import clone_folder
+
+    try:
+        folder = scan_folder(source)
+    except BulkInputError as exc:
+        raise click.ClickException(str(exc)) from None
+    errors.print("[yellow]synthetic clones: for throughput tests only, never for model metrics[/]")
+    with _progress() as progress:
+        task = progress.add_task("writing resources", total=None)
+        summary = clone_folder(
+            folder,
+            out,
+            patients,
+            types=_types(types),
+            compress=compress,
+            max_lines=max_lines,
+            on_resources=lambda n: progress.advance(task, n),
+        )
+    title = f"{out}: {summary.patients:,} patients from {summary.source_patients:,}"
+    console.print(_counts_table(title, sorted(summary.resources.items()), RESOURCE_HEADERS))
+    if summary.orphans or summary.read.problem_total:
+        errors.print(
+            f"[yellow]skipped[/]: {summary.orphans:,} resources of no source patient, "
+            f"{summary.read.problem_total:,} unreadable lines {summary.read.problem_counts}"
+        )
+
+
+# --------------------------------------------------------------------------- export
+EXPORT_STATUS = {
+    "ExportFailed": 502,
+    "ExportExpired": 410,
+    "ExportTimedOut": 504,
+    "ExportStateMismatch": 409,
+}
+
+
+@population.command("export")
+@click.argument("base_url")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--group", "group_id", help="Group/<id>/$export (default: the system level).")
+@click.option("--patients", "patient_level", is_flag=True, help="Patient/$export.")
+@click.option("--type", "types", help="_type: resource types (comma-separated).")
+@click.option("--since", help="_since: only resources changed after this instant.")
+@click.option("--type-filter", "type_filters", multiple=True, help="_typeFilter (repeatable).")
+@click.option(
+    "--token-env",
+    default="WARDROUND_BULK_TOKEN",
+    show_default=True,
+    help="Environment variable holding the bearer token (never passed on the command line).",
+)
+@click.option("--restart", is_flag=True, help="Forget the export in OUT and start a new one.")
+@click.option("--max-wait", type=float, default=24 * 3600.0, show_default=True, help="Seconds.")
+@click.option("--operator", help="Who runs this (audit log); default WARDROUND_OPERATOR or login.")
+def export(
+    base_url: str,
+    out: Path,
+    group_id: str | None,
+    patient_level: bool,
+    types: str | None,
+    since: str | None,
+    type_filters: tuple[str, ...],
+    token_env: str,
+    restart: bool,
+    max_wait: float,
+    operator: str | None,
+) -> None:
+    """Bulk-export from the FHIR server BASE_URL into OUT (resumes an export left in OUT)."""
+    from fhir_adapters.bulk.export_client import (
+        BulkExportClient,
+        ExportError,
+        ExportEvent,
+        ExportRequest,
+        ExportSettings,
+    )
+
+    if group_id and patient_level:
+        raise click.UsageError("--group and --patients exclude each other")
+    level = "group" if group_id else "patient" if patient_level else "system"
+    request = ExportRequest(
+        base_url, level, group_id, tuple(sorted(_types(types) or ())), since, type_filters
+    )
+    run = PopulationRun(
+        "export",
+        operator_name(operator),
+        {"kickoff_url": request.kickoff_url, "output": str(out.resolve())},
+        fhir_server=base_url,
+    )
+    with _audit() as audit, _progress() as progress:
+        task = progress.add_task("kick-off", total=None)
+
+        def on_event(event: ExportEvent) -> None:
+            if event.kind == "manifest":
+                progress.update(task, description="downloading", total=event.files)
+            elif event.kind in ("downloaded", "kept"):
+                progress.update(task, description=f"{event.kind} {event.detail}", advance=1)
+            elif event.kind == "waiting":
+                progress.update(task, description=f"waiting {event.seconds:.0f} s: {event.detail}")
+            elif event.kind in ("kicked-off", "resumed", "retry"):
+                progress.update(task, description=f"{event.kind}: {event.detail}"[:80])
+
+        client = BulkExportClient(
+            os.environ.get(token_env), ExportSettings(max_wait_s=max_wait), on_event=on_event
+        )
+        started = time.perf_counter()
+        try:
+            result = client.run(request, out, restart=restart)
+        except (ExportError, KeyboardInterrupt) as exc:
+            # What was downloaded before the failure is recorded too: it left the server.
+            run.inputs = _export_datasets(BulkExportClient.downloaded(out))
+            if isinstance(exc, KeyboardInterrupt):
+                run.fail(FAILED, "interrupted", "stopped before the end; run again to resume")
+            else:
+                status = EXPORT_STATUS.get(type(exc).__name__, 502)
+                run.fail(status, type(exc).__name__, str(exc))
+            _record(audit, run, started)
+            raise click.ClickException(str(exc) or "interrupted") from None
+        run.inputs = _export_datasets(result.files)
+        if result.issues:
+            issues = {f"{s}:{c}": n for (s, c), n in sorted(result.issues.items())}
+            run.parameters["server_issues"] = issues
+        seq = _record(audit, run, started)
+    title = f"{out}: export complete"
+    console.print(_counts_table(title, sorted(result.resources.items()), RESOURCE_HEADERS))
+    console.print(
+        f"{len(result.files)} files ({result.resumed_files} kept from before); audit seq {seq}"
+    )
+    for (severity, code), count in sorted(result.issues.items()):
+        errors.print(
+            f"[yellow]server reported[/] {count} issues {severity}/{code} (see {out}/_errors)"
+        )
+
+
+def _export_datasets(files: list[Any]) -> list[Dataset]:
+    """Downloaded files as datasets per resource type (error files left out)."""
+    by_type: dict[str, list[Any]] = {}
+    for f in files:
+        if not f.error_file:
+            by_type.setdefault(f.resource_type, []).append(f)
+    return [
+        Dataset(
+            kind,
+            "bulk-export",
+            sum(f.resources for f in group),
+            tuple({"name": f.name, "bytes": f.bytes, "sha256": f.sha256} for f in group),
+        )
+        for kind, group in sorted(by_type.items())
+    ]
+
+
+@population.command("cancel-export")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--token-env", default="WARDROUND_BULK_TOKEN", show_default=True)
+def cancel_export(out: Path, token_env: str) -> None:
+    """Cancel the export whose state is in OUT (DELETE on its status URL)."""
+    from fhir_adapters.bulk.export_client import BulkExportClient, ExportError
+
+    try:
+        status = BulkExportClient(os.environ.get(token_env)).cancel(out)
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"export cancelled (HTTP {status})")
+
+
+# --------------------------------------------------------------------------- records
+def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
+    conf = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        if not sep or not key.startswith("spark."):
+            raise click.BadParameter(f"{value!r}: expected spark.KEY=VALUE", param_hint="--conf")
+        conf[key] = setting
+    return conf
+
+
+@population.command("records")
+@click.argument("input_folder", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--out", "out_folder", type=click.Path(path_type=Path), required=True)
+@click.option("--master", default="local[*]", show_default=True, help="Spark master URL.")
+@click.option("--driver-memory", default="2g", show_default=True)
+@click.option("--executor-memory", default="2g", show_default=True)
+@click.option("--shuffle-partitions", type=click.IntRange(min=1))
+@click.option("--conf", "conf", multiple=True, help="Extra spark.KEY=VALUE (repeatable).")
+@click.option("--progress/--no-progress", default=True, help="Spark's stage progress bar.")
+@click.option("--ui", is_flag=True, help="Spark's web UI (127.0.0.1 on one machine).")
+@click.option("--operator", help="Who runs this (audit log); default WARDROUND_OPERATOR or login.")
+def records(
+    input_folder: Path,
+    out_folder: Path,
+    master: str,
+    driver_memory: str,
+    executor_memory: str,
+    shuffle_partitions: int | None,
+    conf: tuple[str, ...],
+    progress: bool,
+    ui: bool,
+    operator: str | None,
+) -> None:
+    """Record rows of every patient in the bulk folder INPUT → Parquet tables in OUT.
+
+    OUT (which must not exist) gets patients/, conditions/, observations/, medications/,
+    encounters/ and run.json; it appears only once the run is in the audit log.
+    """
+    from population.records_job import input_files, planned_inputs
+    from population.spark_session import SparkSettings
+
+    out_folder = out_folder.resolve()
+    if out_folder.exists():
+        raise click.UsageError(f"{out_folder} exists: choose a new folder")
+    try:
+        settings = SparkSettings(
+            master=master,
+            driver_memory=driver_memory,
+            executor_memory=executor_memory,
+            shuffle_partitions=shuffle_partitions,
+            progress=progress,
+            ui=ui,
+            extra=_spark_conf(conf),
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--master") from None
+    run = PopulationRun(
+        "records",
+        operator_name(operator),
+        {
+            "input": str(input_folder.resolve()),
+            "output": str(out_folder),
+            "master": master,
+        },
+    )
+    with _audit() as audit:
+        started = time.perf_counter()
+        try:
+            folder = scan_folder(input_folder)
+        except BulkInputError as exc:
+            run.fail(BAD_INPUT, "bulk_input_invalid", str(exc))
+            _record(audit, run, started)
+            raise click.ClickException(str(exc)) from None
+        with errors.status("hashing input files"):
+            run.inputs = planned_inputs(digest_files(input_files(folder)))
+        run.parameters["ignored_types"] = [
+            t for t in folder.resource_types if t not in {d.key for d in run.inputs}
+        ]
+        if not run.inputs:
+            run.fail(BAD_INPUT, "no_record_types", "none of the record resource types in INPUT")
+            _record(audit, run, started)
+            raise click.ClickException(f"{input_folder}: {run.error_detail}")
+        staging = out_folder.with_name(f".{out_folder.name}.staging-{run.run_id}")
+        try:
+            _run_records(run, folder, staging, settings)
+        except (Exception, KeyboardInterrupt) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            code = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
+            # The exception's text may quote input data: the audit keeps its type only.
+            run.fail(FAILED, code, "the Spark job did not complete; see its log")
+            _record(audit, run, started)
+            raise click.ClickException(f"records job failed: {code}") from exc
+        try:
+            seq = _record(audit, run, started)
+        except click.ClickException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        (staging / "run.json").write_text(
+            json.dumps(run.to_json() | {"audit_seq": seq}, indent=2) + "\n"
+        )
+        staging.rename(out_folder)
+    rows = [(d.key, d.entries) for d in run.outputs]
+    console.print(_counts_table(str(out_folder), rows, ("table", "rows")))
+    skipped = {k: v for d in run.inputs for k, v in d.problems.items() if v}
+    read = sum(d.entries for d in run.inputs)
+    console.print(
+        f"{read:,} resources read in {run.duration_ms / 1000:.1f} s; "
+        f"run {run.run_id}, audit seq {seq}"
+    )
+    if skipped:
+        errors.print(f"[yellow]lines not used[/]: {skipped}")
+
+
+def _run_records(
+    run: PopulationRun, folder: BulkFolder, staging: Path, settings: SparkSettings
+) -> None:
+    from population.records_job import TableWritten, write_record_tables
+    from population.spark_session import spark_session
+
+    with errors.status(f"starting Spark ({settings.master})"):
+        spark = spark_session(settings)
+    run.parameters["spark_version"] = spark.version
+    try:
+
+        def on_table(done: TableWritten) -> None:
+            errors.print(f"  {done.table}: {done.rows:,} rows")
+
+        run.inputs, run.outputs = write_record_tables(spark, folder, staging, run.inputs, on_table)
+    finally:
+        spark.stop()
+
+
+@population.command("runs")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+def runs(limit: int) -> None:
+    """The latest population runs recorded in the audit log."""
+    from cds.db import make_engine, make_sessionmaker
+
+    engine = make_engine(_settings().database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            rows = recent_runs(session, limit)
+    finally:
+        engine.dispose()
+    table = Table(title="population runs (newest first)", title_justify="left")
+    for column in ("seq", "started", "job", "operator", "status", "seconds", "run id"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row.seq),
+            row.received_at.strftime("%Y-%m-%d %H:%M:%S"),
+            row.service_id.removeprefix("population:"),
+            row.user_id or "",
+            str(row.status_code) + (f" {row.error_code}" if row.error_code else ""),
+            f"{row.latency_ms / 1000:.1f}",
+            row.hook_instance or "",
+        )
+    console.print(table)

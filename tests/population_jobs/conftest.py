@@ -1,0 +1,81 @@
+"""Fixtures of the population tests: the shared Synthea patients as bulk NDJSON, Spark.
+
+One Spark session (``local[2]``) serves the whole test session: a JVM start costs
+seconds. Code that starts its own Spark (the ``cds population records`` command) runs in
+a subprocess, since a process can hold only one SparkContext.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fhir_adapters.bulk.ndjson import BulkFolder, scan_folder
+from fhir_adapters.bulk.synthea_ndjson import bundle_files, convert_bundles
+from tests.conftest import synthea_bundles
+from tests.support.spark_cluster import spark_cluster  # noqa: F401  (a fixture)
+
+
+@pytest.fixture(scope="session")
+def synthea_ndjson(tmp_path_factory: pytest.TempPathFactory) -> BulkFolder:
+    """Every shared Synthea bundle converted to bulk NDJSON (one plain file per type)."""
+    synthea_bundles()  # skips (fails under CI) without the shared data
+    from tests.conftest import SYNTHEA
+
+    out = tmp_path_factory.mktemp("synthea-ndjson") / "bulk"
+    convert_bundles(bundle_files(SYNTHEA), out)
+    return scan_folder(out)
+
+
+@pytest.fixture(scope="session")
+def small_ndjson(tmp_path_factory: pytest.TempPathFactory) -> BulkFolder:
+    """The first eight shared patients (and the shared hospital bundle) as bulk NDJSON."""
+    from tests.conftest import SYNTHEA
+
+    bundles = bundle_files(SYNTHEA)
+    if not bundles:
+        synthea_bundles()
+    out = tmp_path_factory.mktemp("small-ndjson") / "bulk"
+    convert_bundles(bundles[:9], out)
+    return scan_folder(out)
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    """A ``local[2]`` SparkSession for the test session."""
+    try:
+        from population.spark_session import SparkSettings, spark_session
+    except ImportError as exc:  # pragma: no cover - pyspark is a dependency
+        if os.environ.get("CI"):
+            pytest.fail(f"pyspark missing: {exc}")
+        pytest.skip(f"pyspark missing: {exc}")
+    session = spark_session(SparkSettings(master="local[2]", driver_memory="1g"))
+    yield session
+    session.stop()
+
+
+def repo_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``cds`` subprocess: this checkout's code first."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_", "SPARK_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def python_rows(synthea_ndjson: BulkFolder) -> dict[str, list[object]]:
+    """Record rows of every shared patient, built by the Python reference builders."""
+    from fhir_adapters.bulk.ndjson import read_folder
+    from fhir_adapters.record_rows import RESOURCE_TYPES, iter_record_rows
+
+    rows: dict[str, list[object]] = {}
+    invalid: list[str] = []
+    resources = read_folder(synthea_ndjson, tuple(sorted(RESOURCE_TYPES)))
+    for table, row in iter_record_rows(resources, invalid.append):
+        rows.setdefault(table, []).append(row)
+    assert invalid == []
+    return rows
