@@ -24,6 +24,8 @@ from fhir_adapters.synthea import load_bundle, prefetch_for, resources_by_type
 from tests.conftest import synthea_bundles
 
 TODAY = date(2026, 11, 25)
+#: LOINC of the smoking status, the ``smoking_status`` prefetch key's one code.
+SMOKING_STATUS = "72166-2"
 EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
@@ -72,11 +74,11 @@ def test_rows_rebuild_the_shared_patients_contexts(python_rows: dict[str, list[o
 
 
 def _latest(rows: list[ObservationRow]) -> dict[str, tuple[object, ...]]:
-    """The newest vital sign or lab per LOINC code (ties: larger observation id), as the
-    context keeps it."""
+    """The newest vital sign, lab or smoking status per LOINC code (ties: larger observation
+    id), as the context keeps it (prefetch keys ``observations`` and ``smoking_status``)."""
     latest: dict[str, ObservationRow] = {}
     for row in rows:
-        if row.category not in ("vital-signs", "laboratory"):
+        if row.category not in ("vital-signs", "laboratory") and row.loinc != SMOKING_STATUS:
             continue
         current = latest.get(row.loinc)
         if current is None or (row.effective or EPOCH, row.observation_id) > (
