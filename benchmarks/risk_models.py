@@ -44,7 +44,7 @@ from fhir_adapters import build_patient_context  # noqa: E402
 from fhir_adapters.synthea import load_bundle, prefetch_for, resources_by_type  # noqa: E402
 from fhir_adapters.time_shift import days_between, shift_record  # noqa: E402
 from models import registry  # noqa: E402
-from models.risk.catalog import LEARNED_MODELS  # noqa: E402
+from models.risk.catalog import LEARNED_MODELS, PREFETCH_KEYS  # noqa: E402
 from models.risk.features.evaluate import evaluate  # noqa: E402
 from models.risk.learned import NotEligible  # noqa: E402
 from models.risk.scores import anticoagulation, cha2ds2_vasc, has_bled, pce, statin  # noqa: E402
@@ -53,14 +53,6 @@ from tests.support.live_server import GunicornServer, write_trusted_issuers  # n
 
 ISSUER, KID = "https://bench-ehr.wardround.example", "bench-es384"
 MARK_START, MARK_END = "<!-- risk-bench:start -->", "<!-- risk-bench:end -->"
-KEYS = (
-    "patient",
-    "condition_history",
-    "medication_history",
-    "encounters",
-    "observations",
-    "smoking_status",
-)
 SERVICES = ("cardiovascular-risk", "risk-models")
 
 
@@ -78,7 +70,7 @@ def _bodies() -> list[dict]:
                     "userId": "Practitioner/bench",
                     "patientId": resources["Patient"][0]["id"],
                 },
-                "prefetch": {key: prefetch[key] for key in KEYS},
+                "prefetch": {key: prefetch[key] for key in PREFETCH_KEYS},
             }
         )
     return bodies
