@@ -33,13 +33,12 @@ from cds.services.risk_common import (
     threshold,
     usage_requirements,
 )
-from fhir_adapters.patient_context import PatientContext
+from fhir_adapters.patient_context import LOINC, PatientContext
 from models import registry
 from models.risk import evidence as ev
 from models.risk.catalog import RISK_OUTCOME_SYSTEM
 from models.risk.scores import anticoagulation, cha2ds2_vasc, has_bled, pce, statin
 
-LOINC = "http://loinc.org"
 PCE_CODE = Code(
     system=LOINC,
     code="79423-0",

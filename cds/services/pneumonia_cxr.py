@@ -28,8 +28,9 @@ from cds.services.registry import CdsService, HookCall, ServiceResult
 from fhir_adapters import PATIENT_CONTEXT_PREFETCH
 from fhir_adapters.imaging import ImagingStudyRef
 from fhir_adapters.parsing import fhir_datetime
+from fhir_adapters.patient_context import SNOMED
 from models import registry
-from models.imaging import MODEL_ID, PNEUMONIA, SNOMED, StudyAssessment, assess_studies
+from models.imaging import MODEL_ID, PNEUMONIA, StudyAssessment, assess_studies
 
 if TYPE_CHECKING:
     from models.imaging.classifier import PneumoniaClassifier

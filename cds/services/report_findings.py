@@ -29,10 +29,10 @@ from cds.config import Settings
 from cds.results import CardResult, Code
 from cds.services.registry import CdsService, HookCall, ServiceResult
 from fhir_adapters import PATIENT_CONTEXT_PREFETCH, PatientContext
+from fhir_adapters.patient_context import SNOMED
 from fhir_adapters.report_text import ReportText
 from models import registry
 from models.nlp import MODEL_ID
-from models.nlp.findings import SNOMED
 from models.nlp.fleischner import ASSUMPTIONS, SOURCE, SOURCE_URL, FollowUp, follow_up
 from models.nlp.reader import FindingResult
 
