@@ -14,21 +14,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.report import write_block  # noqa: E402
+from benchmarks.report import machine, summary, when, write_block  # noqa: E402
 from fhir_adapters import (  # noqa: E402  # noqa: E402
     PATIENT_CONTEXT_PREFETCH,
     ClientSettings,
@@ -81,17 +78,6 @@ def _timing_parses() -> Iterator[list[float]]:
             module.parse_resource = original  # type: ignore[attr-defined]
 
 
-def _summary(samples_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_ms)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {
-        "n": len(ordered),
-        "median_ms": round(statistics.median(ordered), 1),
-        "p95_ms": round(p95, 1),
-        "max_ms": round(ordered[-1], 1),
-    }
-
-
 def run() -> dict:
     bundles = synthea_bundles()
     prefetches = []
@@ -127,20 +113,16 @@ def run() -> dict:
                 fetch_ms.append(max(o.ms or 0.0 for o in loaded.prefetch.outcomes))
     pool.close()
     return {
-        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {len_cpus()} cores, Python {platform.python_version()}",
+        "when": when(),
+        "machine": machine(),
         "patients": len(prefetches),
         "resources_per_patient_median": statistics.median(resources_per_patient),
         "resources_per_patient_max": max(resources_per_patient),
-        "prefetch": _summary(results["prefetch"]),
+        "prefetch": summary(results["prefetch"]),
         "prefetch_parse_share": round(parse_share * 100, 1),
-        "server": _summary(results["server"]),
-        "server_slowest_key": _summary(fetch_ms),
+        "server": summary(results["server"]),
+        "server_slowest_key": summary(fetch_ms),
     }
-
-
-def len_cpus() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def markdown(result: dict) -> str:

@@ -48,9 +48,8 @@ from typing import Any
 import jwt
 import requests
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
+from benchmarks.ehr import trusted_key
 from tests.reliability.harness import (
     REPO,
     GunicornServer,
@@ -58,7 +57,6 @@ from tests.reliability.harness import (
     children,
     rss_kib,
     with_hook_instance,
-    write_trusted_issuers,
 )
 
 SERVICE = "/cds-services/patient-summary"
@@ -338,15 +336,8 @@ def _synthea_bodies(count: int = 8) -> list[dict[str, Any]]:
 
 
 def _ec_identity(folder: Path) -> tuple[bytes, str, str, Path]:
-    key = ec.generate_private_key(ec.SECP384R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     iss, kid = "https://soak-ehr.wardround.example", "soak-es384"
-    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key())) | {"kid": kid, "alg": "ES384"}
-    issuers = write_trusted_issuers(folder, iss, {"keys": [jwk]})
+    pem, issuers = trusted_key(folder, iss, kid)
     return pem, iss, kid, issuers
 
 
