@@ -28,6 +28,7 @@ from cds.cards import CdsResponse
 from cds.feedback import FeedbackRequest
 from cds.fhir_api import openapi_paths as fhir_openapi
 from cds.hook_request import HOOK_CONTEXTS, FieldError, HookRequest
+from cds.openapi_responses import error_responses
 from cds.review import openapi_paths as review_openapi
 from cds.services.registry import CdsService, ServiceRegistry
 
@@ -216,18 +217,7 @@ def _json(schema: dict[str, Any], examples: dict[str, Any] | None = None) -> dic
 
 
 def _errors(schemas: _Schemas, statuses: dict[int, str]) -> dict[str, Any]:
-    error = schemas.model(ErrorBody, response=True)
-    responses: dict[str, Any] = {}
-    for status, description in statuses.items():
-        response: dict[str, Any] = {"description": description, "content": _json(error)}
-        if status == 401:
-            response["headers"] = {
-                "WWW-Authenticate": {"required": True, "schema": {"type": "string"}}
-            }
-        if status == 503:
-            response["headers"] = {"Retry-After": {"required": True, "schema": {"type": "string"}}}
-        responses[str(status)] = response
-    return responses
+    return error_responses(statuses, _json(schemas.model(ErrorBody, response=True)))
 
 
 AUTH_ERRORS = {
