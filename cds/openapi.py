@@ -24,6 +24,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.routing import Map
 
+from cds.app_state import service_registry, settings
 from cds.cards import CdsResponse
 from cds.feedback import FeedbackRequest
 from cds.fhir_api import openapi_paths as fhir_openapi
@@ -475,9 +476,9 @@ def openapi_json() -> Response:
     document = current_app.extensions.get("wardround.openapi")
     if document is None:
         document = build_openapi(
-            current_app.extensions["wardround.registry"],
+            service_registry(),
             url_map=current_app.url_map,
-            base_url=current_app.config.get("WARDROUND_PUBLIC_BASE_URL") or None,
+            base_url=settings().public_base_url,
         )
         current_app.extensions["wardround.openapi"] = document
     return jsonify(document)
