@@ -61,13 +61,15 @@ def predict(paths: tuple[Path, ...], progress: bool) -> None:
 def train(
     epochs: int, seed: int, threads: int, data: Path | None, output: Path | None, progress: bool
 ) -> None:
-    """Train, calibrate and evaluate the CNN; write the artifact, MODEL_CARD.md and roc.png."""
+    """Train, calibrate and evaluate the CNN; write the artifact, MODEL_CARD.md and its ROC
+    plot (model_card/roc.png)."""
     from models.imaging import ARTIFACT_DIR, MODEL_ID, MODEL_VERSION, model_card
     from models.imaging.dataset import load_pneumoniamnist
     from models.imaging.evaluation import roc_plot
     from models.imaging.network import NetworkSpec
     from models.imaging.training import TrainConfig, write_artifact
     from models.imaging.training import train as run_training
+    from models.registry import CARD_FIGURES
 
     config = TrainConfig(epochs=epochs, seed=seed, threads=threads, network=NetworkSpec())
     try:
@@ -79,10 +81,10 @@ def train(
     artifact = write_artifact(result, folder, MODEL_ID, MODEL_VERSION, config)
     card_dir = folder.parent.parent if output is None else folder
     assert result.test is not None
-    roc_plot(
-        result.test_labels, result.test_probabilities, result.test.threshold, card_dir / "roc.png"
-    )
-    card = model_card.write(artifact, card_dir, "roc.png", result.seconds, TRAIN_COMMAND)
+    roc = f"{CARD_FIGURES}/roc.png"
+    (card_dir / CARD_FIGURES).mkdir(parents=True, exist_ok=True)
+    roc_plot(result.test_labels, result.test_probabilities, result.test.threshold, card_dir / roc)
+    card = model_card.write(artifact, card_dir, roc, result.seconds, TRAIN_COMMAND)
     metrics = result.test.metrics
     click.echo(
         f"{artifact.id} {artifact.version} {artifact.sha256}\n"

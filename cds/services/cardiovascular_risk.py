@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from cds.cards import Action, Card, Source, Suggestion
 from cds.config import Settings
+from cds.model_pages import card_links
 from cds.results import CardResult, Code
 from cds.services.registry import CdsService, HookCall, ServiceResult
 from cds.services.risk_common import (
     basis,
     bullet_inputs,
     bullet_missing,
-    explanation_link,
     prefetch,
     result_inputs,
     service_result,
@@ -155,7 +155,7 @@ def _pce_card(
         source=PCE_SOURCE,
         suggestions=suggestions,
         selectionBehavior="at-most-one" if suggestions else None,
-        links=explanation_link(settings, pce.SCORE_ID, "How the ASCVD risk and statin rules work"),
+        links=card_links(settings, pce.SCORE_ID, "How the ASCVD risk and statin rules work"),
     )
     result = CardResult(
         kind="risk-assessment",
@@ -217,7 +217,7 @@ def _pce_refusal_card(
         source=PCE_SOURCE,
         suggestions=suggestions,
         selectionBehavior="at-most-one" if suggestions else None,
-        links=explanation_link(settings, pce.SCORE_ID, "Which inputs the ASCVD risk needs"),
+        links=card_links(settings, pce.SCORE_ID, "Which inputs the ASCVD risk needs"),
     )
     result = CardResult(
         kind="risk-assessment",
@@ -316,7 +316,7 @@ def _af_card(
         source=AF_SOURCE,
         suggestions=suggestions,
         selectionBehavior="at-most-one" if suggestions else None,
-        links=explanation_link(
+        links=card_links(
             settings, cha2ds2_vasc.SCORE_ID, "How CHA2DS2-VASc and HAS-BLED are scored"
         ),
     )

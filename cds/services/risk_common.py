@@ -1,13 +1,12 @@
 """What the two risk services share: inputs as card text and as result data, thresholds,
-the explanation link, the prefetch they declare and the result they return."""
+the prefetch they declare and the result they return."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from cds.cards import Card, Link
+from cds.cards import Card
 from cds.config import Settings
-from cds.model_pages import page_url
 from cds.results import CardResult, Input
 from cds.services.registry import ServiceResult
 from fhir_adapters import PATIENT_CONTEXT_PREFETCH
@@ -44,11 +43,6 @@ def threshold(settings: Settings | None, model_id: str, default: float) -> float
     if settings is None:
         return default
     return float(settings.risk_thresholds.get(model_id, default))
-
-
-def explanation_link(settings: Settings | None, model_id: str, label: str) -> list[Link]:
-    url = page_url(settings.public_base_url, model_id) if settings else None
-    return [Link(label=label, url=url, type="absolute")] if url else []
 
 
 def result_inputs(items: Iterable[Evidence]) -> tuple[Input, ...]:

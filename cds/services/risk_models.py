@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 from cds.cards import Card, Source
 from cds.config import Settings
+from cds.model_pages import MODEL_CARD_LABEL, card_links
 from cds.results import CardResult, Code, Factor
 from cds.services.registry import CdsService, HookCall, ServiceResult
 from cds.services.risk_common import (
     basis,
-    explanation_link,
     prefetch,
     result_inputs,
     service_result,
@@ -99,7 +99,7 @@ def _card(
         detail=_detail(model, prediction),
         indicator=INDICATOR[band],  # type: ignore[arg-type]
         source=Source(label=f"Wardround risk model {model.id} {model.identity.version}"),
-        links=explanation_link(settings, model.id, "Model card: data, method, performance"),
+        links=card_links(settings, model.id, MODEL_CARD_LABEL),
     )
     evidence = [f.evidence for f in prediction.factors if f.evidence is not None]
     result = CardResult(

@@ -34,7 +34,7 @@ from fhir_adapters.dicomweb_auth import origin_of
 from models.imaging import MODEL_ID
 from models.imaging.classifier import PneumoniaClassifier
 from models.imaging.dataset import PneumoniaMnist, model_inputs
-from tests.conftest import AppFactory, HookClient, Mint
+from tests.conftest import BASE_URL, AppFactory, HookClient, Mint
 from tests.support.dicom_fixtures import (
     FixtureStudy,
     Patient,
@@ -347,6 +347,7 @@ def test_recent_chest_radiographs_end_to_end(
     assert [link["url"] for link in warning["links"]] == [
         VIEWER.format(study_uid=positive.uid),
         f"{dicomweb_server.base_url}/studies/{positive.uid}",
+        f"{BASE_URL}/models/{MODEL_ID}/",
     ]
 
     started = undecodable.imaging_study["started"][:10]

@@ -23,9 +23,9 @@ import pytest
 from cds.audit.tables import Card as AuditCard
 from cds.audit.tables import Invocation
 from cds.cards import Card
-from models.nlp import ARTIFACT_DIR
+from models.nlp import ARTIFACT_DIR, MODEL_ID
 from models.nlp.iu_reports import report_text
-from tests.conftest import SHARED_DATA, HookClient
+from tests.conftest import BASE_URL, SHARED_DATA, HookClient
 from tests.test_audit_log import rows_of, verify
 
 pytestmark = pytest.mark.fhir_server
@@ -109,8 +109,9 @@ def test_a_report_on_the_fhir_server_becomes_a_linked_audited_card(
     assert len(cards) == 1, (response.json, rows_of(database_url, Invocation)[-1].prefetch_fetched)
     card = Card.model_validate(cards[0])
     assert card.indicator in ("critical", "warning")
-    (link,) = card.links or []
+    link, model_card = card.links or []
     assert link.url == f"{fhir_server.base_url}/DiagnosticReport/{report_id}"
+    assert model_card.url == f"{BASE_URL}/models/{MODEL_ID}/"
     quoted = card.detail.split("\n\n")[0].removeprefix("> ")  # type: ignore[union-attr]
     assert " ".join(quoted.split()).replace("\\", "") in " ".join(text.split())
 
