@@ -1,7 +1,7 @@
 """`make bench-context`: time to build a PatientContext for every shared Synthea patient.
 
-Two paths, same loader (``fhir_adapters.PatientLoader``), all eight standard prefetch keys
-of ``PATIENT_CONTEXT_PREFETCH``:
+Two paths, same loader (``fhir_adapters.PatientLoader``), every standard prefetch key of
+``PATIENT_CONTEXT_PREFETCH``:
   * prefetch — the EHR sent everything: R4B parsing + extraction only;
   * server   — the EHR sent nothing: the keys are fetched in parallel from the real FHIR
                server (sekmet-fhir over HTTP on 127.0.0.1, started from the test cache),
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -113,9 +114,11 @@ def run() -> dict:
                 fetch_ms.append(max(o.ms or 0.0 for o in loaded.prefetch.outcomes))
     pool.close()
     return {
+        "load": f"{os.getloadavg()[0]:.1f}",
         "when": when(),
         "machine": machine(),
         "patients": len(prefetches),
+        "keys": len(PATIENT_CONTEXT_PREFETCH),
         "resources_per_patient_median": statistics.median(resources_per_patient),
         "resources_per_patient_max": max(resources_per_patient),
         "prefetch": summary(results["prefetch"]),
@@ -128,7 +131,10 @@ def run() -> dict:
 def markdown(result: dict) -> str:
     rows = [
         ("from prefetch (parse + extract)", result["prefetch"]),
-        ("from the FHIR server (fetch 8 keys in parallel + parse + extract)", result["server"]),
+        (
+            f"from the FHIR server (fetch {result['keys']} keys in parallel + parse + extract)",
+            result["server"],
+        ),
         ("… of which the slowest key's fetch", result["server_slowest_key"]),
     ]
     table = "\n".join(
@@ -138,8 +144,9 @@ def markdown(result: dict) -> str:
     return f"""{MARK_START}
 ## PatientContext build (`{COMMAND}`)
 
-{result["when"]}, {result["machine"]}; {result["patients"]} shared Synthea patients, all eight
-standard prefetch keys (`PATIENT_CONTEXT_PREFETCH`); resources per patient: median
+{result["when"]}, {result["machine"]}; load average {result["load"]} at the end of the run (the
+machine is shared). {result["patients"]} shared Synthea patients, all
+{result["keys"]} standard prefetch keys (`PATIENT_CONTEXT_PREFETCH`); resources per patient: median
 {result["resources_per_patient_median"]}, max {result["resources_per_patient_max"]}. The FHIR
 server is sekmet-fhir 0.1.1 (FastAPI + SQLite, one process) on 127.0.0.1, searched with
 `_count=200` pages; each patient is loaded one after another (no concurrent load).
