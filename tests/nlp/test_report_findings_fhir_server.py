@@ -16,7 +16,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -26,6 +25,7 @@ from cds.cards import Card
 from models.nlp import ARTIFACT_DIR, MODEL_ID
 from models.nlp.iu_reports import report_text
 from tests.conftest import BASE_URL, SHARED_DATA, HookClient
+from tests.support.fhir_server import fhir_authorization
 from tests.test_audit_log import rows_of, verify
 
 pytestmark = pytest.mark.fhir_server
@@ -49,16 +49,6 @@ def _held_out_pneumothorax_report() -> str:
             ):
                 return report_text(row["findings"], row["impression"])
     pytest.fail("no held-out IU report indexed Pneumothorax")
-
-
-def _authorization(token: str) -> dict[str, Any]:
-    return {
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "wardround",
-    }
 
 
 @pytest.fixture
@@ -101,7 +91,7 @@ def test_a_report_on_the_fhir_server_becomes_a_linked_audited_card(
         "hookInstance": str(uuid.uuid4()),
         "context": {"userId": "Practitioner/example", "patientId": patient_id},
         "fhirServer": fhir_server.base_url,
-        "fhirAuthorization": _authorization(fhir_server.token),
+        "fhirAuthorization": fhir_authorization(fhir_server.token),
     }
     response = hooks.call(SERVICE_ID, body)
     assert response.status_code == 200, response.json

@@ -287,6 +287,20 @@ def loaded_database(data_dir: Path) -> LoadedDatabase:
     return _read(final, built_now=True)
 
 
+def fhir_authorization(
+    token: str, subject: str = "wardround", expires_in: int = 300
+) -> dict[str, Any]:
+    """A hook request's ``fhirAuthorization`` member: ``token`` as a bearer access token
+    scoped ``patient/*.read`` (what the service then sends to ``fhirServer``)."""
+    return {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "scope": "patient/*.read",
+        "subject": subject,
+    }
+
+
 # --------------------------------------------------------------------------- the fixture
 @dataclass(frozen=True)
 class FhirServer:
