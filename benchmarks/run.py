@@ -42,11 +42,11 @@ from cds.db import make_engine, make_sessionmaker  # noqa: E402
 from cds.demo import patient_view_request  # noqa: E402
 from cds.migrate import upgrade  # noqa: E402
 from cds.services import BUILT_IN_SERVICES  # noqa: E402
+from models.shared_data import shared_data  # noqa: E402
 from tests.support.live_server import GunicornServer  # noqa: E402
 
 ISSUER = "https://bench-ehr.wardround.example"
 KID = "bench-es384"
-SHARED = Path(os.environ.get("WARDROUND_SHARED_DATA", REPO.parent / "shared" / "data"))
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -138,7 +138,7 @@ def write_lines(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 def synthea_bodies() -> list[dict[str, Any]]:
     bundles = sorted(
-        p for p in (SHARED / "synthea-r4").glob("*.gz") if not p.name.startswith("hospital")
+        p for p in (shared_data() / "synthea-r4").glob("*.gz") if not p.name.startswith("hospital")
     )
     return [patient_view_request(p) for p in bundles]
 

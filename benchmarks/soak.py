@@ -51,7 +51,6 @@ from cryptography.hazmat.primitives import serialization
 
 from benchmarks.ehr import trusted_key
 from tests.reliability.harness import (
-    REPO,
     GunicornServer,
     PgCluster,
     children,
@@ -325,8 +324,9 @@ def run_soak(
 # --------------------------------------------------------------------------- self-hosted
 def _synthea_bodies(count: int = 8) -> list[dict[str, Any]]:
     from cds.demo import patient_view_request
+    from models.shared_data import shared_data
 
-    shared = Path(os.environ.get("WARDROUND_SHARED_DATA", REPO.parent / "shared" / "data"))
+    shared = shared_data()
     bundles = sorted(
         p for p in (shared / "synthea-r4").glob("*.gz") if not p.name.startswith("hospital")
     )

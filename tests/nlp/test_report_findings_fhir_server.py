@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,8 +23,9 @@ from cds.audit.tables import Invocation
 from cds.cards import Card
 from models.nlp import ARTIFACT_DIR, MODEL_ID
 from models.nlp.iu_reports import report_text
-from tests.conftest import BASE_URL, SHARED_DATA, HookClient
+from tests.conftest import BASE_URL, HookClient
 from tests.support.fhir_server import fhir_authorization
+from tests.support.missing import shared_file
 from tests.test_audit_log import rows_of, verify
 
 pytestmark = pytest.mark.fhir_server
@@ -34,11 +34,7 @@ SERVICE_ID = "report-findings"
 
 def _held_out_pneumothorax_report() -> str:
     """The first held-out IU report indexed Pneumothorax whose impression names it."""
-    path = SHARED_DATA / "iu-xray-reports" / "reports.csv"
-    if not path.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"shared data missing: {path} (required under CI)")
-        pytest.skip(f"IU X-ray reports missing at {path}")
+    path = shared_file("iu-xray-reports/reports.csv")
     test_ids = set(json.loads((ARTIFACT_DIR / "split.json").read_text())["test"])
     with path.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
