@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
+
+from cds.commands._progress import progress_bar, progress_option
 
 TRAIN_COMMAND = "cds imaging train   (or: make models-imaging)"
 
@@ -18,7 +19,7 @@ def imaging() -> None:
 
 @imaging.command("predict")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@progress_option
 def predict(paths: tuple[Path, ...], progress: bool) -> None:
     """Read DICOM files (folders: recursively); one JSON line per file on stdout.
 
@@ -27,8 +28,6 @@ def predict(paths: tuple[Path, ...], progress: bool) -> None:
     model's operating threshold) or "skipped" with the reason. Exit status 0 when every
     file was handled, skipped ones included.
     """
-    from tqdm import tqdm
-
     from models import registry
     from models.artifacts import ArtifactInvalid
     from models.imaging import MODEL_ID
@@ -39,7 +38,7 @@ def predict(paths: tuple[Path, ...], progress: bool) -> None:
     except ArtifactInvalid as exc:
         raise click.ClickException(f"the model artifact is unusable: {exc}") from None
     files = list(dicom_paths(paths))
-    for path in tqdm(files, desc="images", unit="image", disable=not progress, file=sys.stderr):
+    for path in progress_bar(files, desc="images", unit="image", enabled=progress):
         click.echo(json.dumps(predict_file(path, classifier)))
 
 
@@ -57,7 +56,7 @@ def predict(paths: tuple[Path, ...], progress: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Artifact folder (default: the shipped one, models/imaging/artifacts/pneumonia-cxr).",
 )
-@click.option("--progress/--no-progress", default=True)
+@progress_option
 def train(
     epochs: int, seed: int, threads: int, data: Path | None, output: Path | None, progress: bool
 ) -> None:
