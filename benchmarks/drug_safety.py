@@ -13,7 +13,6 @@ Writes the figures into BENCHMARKS.md between its markers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -24,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.ehr import HookBench  # noqa: E402
-from benchmarks.report import machine, summary, when, write_block  # noqa: E402
+from benchmarks.report import publish, summary  # noqa: E402
 from cds.demo import draft_medication_request, order_request  # noqa: E402
 from fhir_adapters import build_patient_context  # noqa: E402
 from models.drug import check_orders  # noqa: E402
@@ -114,14 +113,7 @@ def main() -> None:
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     with tempfile.TemporaryDirectory() as work:
         lat = latency(bodies, Path(work))
-    result = {
-        "when": when(),
-        "machine": machine(),
-        "latency": lat,
-        "checks": checks,
-    }
-    print(json.dumps(result, indent=2))
-    write_block(args.benchmarks, MARK_START, MARK_END, markdown(result))
+    publish(args.benchmarks, (MARK_START, MARK_END), {"latency": lat, "checks": checks}, markdown)
 
 
 if __name__ == "__main__":

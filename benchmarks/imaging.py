@@ -33,7 +33,7 @@ from pydicom import dcmread
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.report import machine, summary, when, write_block  # noqa: E402
+from benchmarks.report import publish, summary  # noqa: E402
 from fhir_adapters.imaging import (  # noqa: E402
     ImagingLimits,
     decode_dicom,
@@ -244,14 +244,11 @@ def main() -> None:
     identity = registry.identity(MODEL_ID)
     result = {
         "load": load,
-        "when": when(),
-        "machine": machine(),
         "model": f"{identity.id} {identity.version} ({(identity.sha256 or '')[:12]})",
         "timings": timed,
         "memory": used,
     }
-    print(json.dumps(result, indent=2))
-    write_block(args.benchmarks, MARK_START, MARK_END, markdown(result))
+    publish(args.benchmarks, (MARK_START, MARK_END), result, markdown)
 
 
 if __name__ == "__main__":

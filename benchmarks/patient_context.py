@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.report import machine, summary, when, write_block  # noqa: E402
+from benchmarks.report import publish, summary  # noqa: E402
 from fhir_adapters import (  # noqa: E402  # noqa: E402
     PATIENT_CONTEXT_PREFETCH,
     ClientSettings,
@@ -115,8 +114,6 @@ def run() -> dict:
     pool.close()
     return {
         "load": f"{os.getloadavg()[0]:.1f}",
-        "when": when(),
-        "machine": machine(),
         "patients": len(prefetches),
         "keys": len(PATIENT_CONTEXT_PREFETCH),
         "resources_per_patient_median": statistics.median(resources_per_patient),
@@ -167,9 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--benchmarks", type=Path, default=REPO / "BENCHMARKS.md")
     args = parser.parse_args()
-    result = run()
-    print(json.dumps(result, indent=2))
-    write_block(args.benchmarks, MARK_START, MARK_END, markdown(result))
+    publish(args.benchmarks, (MARK_START, MARK_END), run(), markdown)
 
 
 if __name__ == "__main__":

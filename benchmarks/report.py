@@ -3,12 +3,14 @@ and latency summaries, and its section of BENCHMARKS.md (between its own markers
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 
 def when() -> str:
@@ -40,6 +42,19 @@ def summary(samples_ms: Sequence[float], digits: int | None = 1) -> dict[str, fl
         "p99_ms": shown(percentile(samples_ms, 0.99)),
         "max_ms": shown(max(samples_ms)),
     }
+
+
+def publish(
+    path: Path,
+    markers: tuple[str, str],
+    result: Mapping[str, Any],
+    render: Callable[[dict[str, Any]], str],
+) -> None:
+    """Stamp ``result`` with :func:`when` and :func:`machine`, print it as JSON and write
+    ``render(result)`` as the benchmark's section of ``path`` (between ``markers``)."""
+    stamped = {"when": when(), "machine": machine(), **result}
+    print(json.dumps(stamped, indent=2))
+    write_block(path, *markers, render(stamped))
 
 
 def write_block(path: Path, start: str, end: str, block: str) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -31,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.ehr import HookBench  # noqa: E402
-from benchmarks.report import machine, summary, when, write_block  # noqa: E402
+from benchmarks.report import publish, summary  # noqa: E402
 from fhir_adapters import build_patient_context  # noqa: E402
 from fhir_adapters.synthea import load_bundle, prefetch_for, resources_by_type  # noqa: E402
 from fhir_adapters.time_shift import days_between, shift_record  # noqa: E402
@@ -156,15 +155,9 @@ def main() -> None:
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     with tempfile.TemporaryDirectory() as work:
         lat = latency(bodies, Path(work))
-    result = {
-        "when": when(),
-        "machine": machine(),
-        "load": f"{load_before:.1f}-{os.getloadavg()[0]:.1f}",
-        "in_process": inp,
-        "latency": lat,
-    }
-    print(json.dumps(result, indent=2))
-    write_block(args.benchmarks, MARK_START, MARK_END, markdown(result))
+    load = f"{load_before:.1f}-{os.getloadavg()[0]:.1f}"
+    result = {"load": load, "in_process": inp, "latency": lat}
+    publish(args.benchmarks, (MARK_START, MARK_END), result, markdown)
 
 
 if __name__ == "__main__":
