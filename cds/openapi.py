@@ -450,7 +450,7 @@ def _model_page(endpoint: str) -> dict[str, Any]:
         "tags": ["Meta"],
         "summary": "A figure of a model card"
         if figure
-        else "A model's card (the risk cards' link)",
+        else "A model's card (the link on its cards)",
         "security": [],
         "parameters": parameters,
         "responses": {
