@@ -125,7 +125,7 @@ nlp-evaluate: $(STAMP)
 bench-nlp: $(STAMP)
 	$(BIN)/python benchmarks/report_nlp.py
 # Train the pneumonia CNN on PneumoniaMNIST (a few minutes on CPU, deterministic): writes
-# models/imaging/artifacts/pneumonia-cxr/, models/imaging/MODEL_CARD.md and roc.png.
+# models/imaging/artifacts/pneumonia-cxr/, models/imaging/MODEL_CARD.md and model_card/roc.png.
 .PHONY: models-imaging
 models-imaging: $(STAMP)
 	$(BIN)/cds imaging train

@@ -18,6 +18,12 @@ limit_request_fields = 100
 limit_request_field_size = 16384
 accesslog = None  # the app writes its own structured, PHI-free request log
 
+# One torch (OpenMP) intra-op thread per worker unless OMP_NUM_THREADS says otherwise: the
+# workers already share the cores, and several torch threads per worker were several times
+# slower on a busy 2-core machine (BENCHMARKS.md, "Report NLP"). Set here, in the master,
+# so that every worker has it before it imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Prometheus multiprocess mode: each worker writes its samples here; /metrics sums them.
 # Set before any worker imports prometheus_client.
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -29,6 +35,15 @@ def on_starting(server):
     os.makedirs(_METRICS_DIR, exist_ok=True)
     for name in os.listdir(_METRICS_DIR):  # samples of a previous run are not ours
         os.remove(os.path.join(_METRICS_DIR, name))
+
+
+def post_worker_init(worker):
+    """Load every model before the worker serves (WARDROUND_WARM_MODELS=false: on first use)."""
+    settings = getattr(worker.wsgi, "config", {}).get("WARDROUND_SETTINGS")
+    if settings is not None and settings.warm_models:
+        from cds.serving.warm_up import warm_models
+
+        warm_models()
 
 
 def child_exit(server, worker):

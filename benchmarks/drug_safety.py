@@ -13,35 +13,22 @@ Writes the figures into BENCHMARKS.md between its markers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
-
-import jwt
-import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.report import write_block  # noqa: E402
+from benchmarks.ehr import HookBench  # noqa: E402
+from benchmarks.report import publish, summary  # noqa: E402
 from cds.demo import draft_medication_request, order_request  # noqa: E402
-from cds.migrate import upgrade  # noqa: E402
 from fhir_adapters import build_patient_context  # noqa: E402
 from models.drug import check_orders  # noqa: E402
 from tests.conftest import synthea_bundles  # noqa: E402
-from tests.support.live_server import GunicornServer, write_trusted_issuers  # noqa: E402
 
-ISSUER, KID = "https://bench-ehr.wardround.example", "bench-es384"
 MARK_START, MARK_END = "<!-- drug-bench:start -->", "<!-- drug-bench:end -->"
 DRAFTS = (
     (("198014", "Naproxen 500 MG Oral Tablet"), (1, "TAB"), (2, 1, "d")),
@@ -64,57 +51,10 @@ def _bodies() -> list[dict]:
     return bodies
 
 
-def _percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def _summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "n": len(ordered),
-        "median_ms": round(statistics.median(ordered), 1),
-        "p95_ms": round(_percentile(ordered, 0.95), 1),
-        "p99_ms": round(_percentile(ordered, 0.99), 1),
-    }
-
-
 def latency(bodies: list[dict], work: Path) -> dict[str, float]:
-    key = ec.generate_private_key(ec.SECP384R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key())) | {"kid": KID, "alg": "ES384"}
-    issuers = write_trusted_issuers(work, ISSUER, {"keys": [jwk]})
-    database_url = f"sqlite:///{work / 'audit.db'}"
-    upgrade(database_url)
-    server = GunicornServer(database_url, issuers, work / "server", workers=1, clean_env=True)
-    with server:
-        url = f"{server.base_url}/cds-services/drug-safety-sign"
-        now = int(time.time())
-        tokens = [
-            jwt.encode(
-                {"iss": ISSUER, "sub": ISSUER, "aud": url, "iat": now, "exp": now + 3600,
-                 "jti": str(uuid.uuid4())},
-                pem, algorithm="ES384", headers={"kid": KID},
-            )
-            for _ in range(len(bodies) + 20)
-        ]  # fmt: skip
-        payloads = [json.dumps(body) for body in bodies]
-        samples = []
-        with requests.Session() as session:
-            for i, payload in enumerate(payloads[:20]):  # warm-up: imports, caches
-                session.post(url, data=payload, headers=_headers(tokens[len(bodies) + i]))
-            for payload, token in zip(payloads, tokens, strict=False):
-                started = time.perf_counter()
-                response = session.post(url, data=payload, headers=_headers(token))
-                samples.append((time.perf_counter() - started) * 1000)
-                if response.status_code != 200:
-                    raise SystemExit(f"order-sign answered {response.status_code}: {response.text}")
-    return _summary(samples)
-
-
-def _headers(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    with HookBench(work) as bench:
+        samples, _ = bench.timed_calls("drug-safety-sign", bodies)
+    return summary(samples)
 
 
 def checks_per_second(bodies: list[dict]) -> dict[str, float]:
@@ -173,15 +113,7 @@ def main() -> None:
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     with tempfile.TemporaryDirectory() as work:
         lat = latency(bodies, Path(work))
-    result = {
-        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-        f"Python {platform.python_version()}",
-        "latency": lat,
-        "checks": checks,
-    }
-    print(json.dumps(result, indent=2))
-    write_block(args.benchmarks, MARK_START, MARK_END, markdown(result))
+    publish(args.benchmarks, (MARK_START, MARK_END), {"latency": lat, "checks": checks}, markdown)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -23,24 +21,22 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.report import write_block  # noqa: E402
+from benchmarks.ehr import trusted_key  # noqa: E402
+from benchmarks.report import machine, percentile, when, write_block  # noqa: E402
 from benchmarks.seed_audit import seed  # noqa: E402
 from cds.api_clients import mint_api_token  # noqa: E402
 from cds.migrate import upgrade  # noqa: E402
-from tests.support.live_server import GunicornServer, write_trusted_issuers  # noqa: E402
+from tests.support.live_server import GunicornServer  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("WARDROUND_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 MARK_START, MARK_END = "<!-- fhir-bench:start -->", "<!-- fhir-bench:end -->"
@@ -93,11 +89,6 @@ def _queries(samples: dict[str, list[Any]], repeat: int) -> dict[str, list[str]]
     return {name: [make() for _ in range(repeat)] for name, make in kinds.items()}
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100_000)
@@ -131,14 +122,9 @@ def main() -> None:
 
 
 def _measure(url: str, queries: dict[str, list[str]]) -> dict[str, dict[str, float]]:
-    key = ec.generate_private_key(ec.SECP384R1())
-    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key())) | {"kid": KID, "alg": "ES384"}
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        issuers = write_trusted_issuers(folder / "api", ISSUER, {"keys": [jwk]})
+        pem, issuers = trusted_key(folder / "api", ISSUER, KID)
         server = GunicornServer(
             url, None, folder, workers=1, threads=4, log_level="WARNING", clean_env=True,
             extra_env={"WARDROUND_AUTH": "jwt", "WARDROUND_API_ISSUERS": str(issuers),
@@ -163,7 +149,7 @@ def _measure(url: str, queries: dict[str, list[str]]) -> dict[str, dict[str, flo
                     entries.append(len(answer.json().get("entry", [])))
                 timings[kind] = {
                     "median": statistics.median(times),
-                    "p95": _percentile(times, 0.95),
+                    "p95": percentile(times, 0.95),
                     "entries": statistics.median(entries),
                     "n": len(times),
                 }
@@ -189,8 +175,7 @@ def _report(args: Any, seeded: Any, rows: int, timings: dict, verify: tuple[str,
         MARK_START,
         "## FHIR API: AuditEvent search at 100k calls (`make bench-fhir`)",
         "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, PostgreSQL on 127.0.0.1 (shared with other "
+        f"{when()}, {machine()}, PostgreSQL on 127.0.0.1 (shared with other "
         f"engineers' runs; load average {load[0]:.1f} at the end of the run). Command: "
         f"`python benchmarks/fhir_search.py --calls {args.calls} --repeat {args.repeat}` "
         "(seeding alone: `python benchmarks/seed_audit.py --url postgresql://… --calls 100000`).",

@@ -20,13 +20,11 @@ import argparse
 import io
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +33,7 @@ from pydicom import dcmread
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.report import write_block  # noqa: E402
+from benchmarks.report import publish, summary  # noqa: E402
 from fhir_adapters.imaging import (  # noqa: E402
     ImagingLimits,
     decode_dicom,
@@ -98,12 +96,6 @@ def _study_ref(data: bytes):  # type: ignore[no-untyped-def]
     return parse_imaging_study(study)
 
 
-def _stats(ms: list[float]) -> dict[str, float]:
-    ordered = sorted(ms)
-    p99 = ordered[min(len(ordered) - 1, int(np.ceil(0.99 * len(ordered))) - 1)]
-    return {"n": len(ms), "median": statistics.median(ms), "p99": p99}
-
-
 def _one_core() -> None:
     import torch
 
@@ -132,8 +124,8 @@ def timings(objects: dict[int, bytes], orthanc: OrthancServer) -> dict[str, dict
                 fetched.append((time.perf_counter() - began) * 1000)
             results[str(side)] = {
                 "bytes": len(data),
-                "local": _stats(local),
-                "dicomweb": _stats(fetched),
+                "local": summary(local, digits=None),
+                "dicomweb": summary(fetched, digits=None),
             }
             print(side, json.dumps(results[str(side)]), flush=True)
     return results
@@ -201,7 +193,7 @@ def markdown(result: dict) -> str:
             t, m = timing[mode], memory_row[mode]
             rows.append(
                 f"| {label} ({_size(timing['bytes'])}) | {name} | {t['n']} | "
-                f"{t['median']:.2f} | {t['p99']:.2f} | {m['peak_mib'] - m['baseline_mib']:.0f} |"
+                f"{t['median_ms']:.2f} | {t['p99_ms']:.2f} | {m['peak_mib'] - m['baseline_mib']:.0f} |"
             )
     baseline = result["memory"]["28"]["local"]["baseline_mib"]
     table = "\n".join(rows)
@@ -252,14 +244,11 @@ def main() -> None:
     identity = registry.identity(MODEL_ID)
     result = {
         "load": load,
-        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "model": f"{identity.id} {identity.version} ({(identity.sha256 or '')[:12]})",
         "timings": timed,
         "memory": used,
     }
-    print(json.dumps(result, indent=2))
-    write_block(args.benchmarks, MARK_START, MARK_END, markdown(result))
+    publish(args.benchmarks, (MARK_START, MARK_END), result, markdown)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`make bench-context`: time to build a PatientContext for every shared Synthea patient.
 
-Two paths, same loader (``fhir_adapters.PatientLoader``), all eight standard prefetch keys
-of ``PATIENT_CONTEXT_PREFETCH``:
+Two paths, same loader (``fhir_adapters.PatientLoader``), every standard prefetch key of
+``PATIENT_CONTEXT_PREFETCH``:
   * prefetch — the EHR sent everything: R4B parsing + extraction only;
   * server   — the EHR sent nothing: the keys are fetched in parallel from the real FHIR
                server (sekmet-fhir over HTTP on 127.0.0.1, started from the test cache),
@@ -13,22 +13,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.report import write_block  # noqa: E402
+from benchmarks.report import publish, summary  # noqa: E402
 from fhir_adapters import (  # noqa: E402  # noqa: E402
     PATIENT_CONTEXT_PREFETCH,
     ClientSettings,
@@ -81,17 +78,6 @@ def _timing_parses() -> Iterator[list[float]]:
             module.parse_resource = original  # type: ignore[attr-defined]
 
 
-def _summary(samples_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_ms)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {
-        "n": len(ordered),
-        "median_ms": round(statistics.median(ordered), 1),
-        "p95_ms": round(p95, 1),
-        "max_ms": round(ordered[-1], 1),
-    }
-
-
 def run() -> dict:
     bundles = synthea_bundles()
     prefetches = []
@@ -127,26 +113,25 @@ def run() -> dict:
                 fetch_ms.append(max(o.ms or 0.0 for o in loaded.prefetch.outcomes))
     pool.close()
     return {
-        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {len_cpus()} cores, Python {platform.python_version()}",
+        "load": f"{os.getloadavg()[0]:.1f}",
         "patients": len(prefetches),
+        "keys": len(PATIENT_CONTEXT_PREFETCH),
         "resources_per_patient_median": statistics.median(resources_per_patient),
         "resources_per_patient_max": max(resources_per_patient),
-        "prefetch": _summary(results["prefetch"]),
+        "prefetch": summary(results["prefetch"]),
         "prefetch_parse_share": round(parse_share * 100, 1),
-        "server": _summary(results["server"]),
-        "server_slowest_key": _summary(fetch_ms),
+        "server": summary(results["server"]),
+        "server_slowest_key": summary(fetch_ms),
     }
-
-
-def len_cpus() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def markdown(result: dict) -> str:
     rows = [
         ("from prefetch (parse + extract)", result["prefetch"]),
-        ("from the FHIR server (fetch 8 keys in parallel + parse + extract)", result["server"]),
+        (
+            f"from the FHIR server (fetch {result['keys']} keys in parallel + parse + extract)",
+            result["server"],
+        ),
         ("… of which the slowest key's fetch", result["server_slowest_key"]),
     ]
     table = "\n".join(
@@ -156,8 +141,9 @@ def markdown(result: dict) -> str:
     return f"""{MARK_START}
 ## PatientContext build (`{COMMAND}`)
 
-{result["when"]}, {result["machine"]}; {result["patients"]} shared Synthea patients, all eight
-standard prefetch keys (`PATIENT_CONTEXT_PREFETCH`); resources per patient: median
+{result["when"]}, {result["machine"]}; load average {result["load"]} at the end of the run (the
+machine is shared). {result["patients"]} shared Synthea patients, all
+{result["keys"]} standard prefetch keys (`PATIENT_CONTEXT_PREFETCH`); resources per patient: median
 {result["resources_per_patient_median"]}, max {result["resources_per_patient_max"]}. The FHIR
 server is sekmet-fhir 0.1.1 (FastAPI + SQLite, one process) on 127.0.0.1, searched with
 `_count=200` pages; each patient is loaded one after another (no concurrent load).
@@ -178,9 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--benchmarks", type=Path, default=REPO / "BENCHMARKS.md")
     args = parser.parse_args()
-    result = run()
-    print(json.dumps(result, indent=2))
-    write_block(args.benchmarks, MARK_START, MARK_END, markdown(result))
+    publish(args.benchmarks, (MARK_START, MARK_END), run(), markdown)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,17 @@ Writes the figures into BENCHMARKS.md between its markers.
 from __future__ import annotations
 
 import argparse
-import platform
+import os
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.report import write_block  # noqa: E402
+from benchmarks.report import machine, percentile, when, write_block  # noqa: E402
+from tests.support.live_server import rss_kib  # noqa: E402
 
 MARK_START, MARK_END = "<!-- nlp-bench:start -->", "<!-- nlp-bench:end -->"
 REPORT_150_WORDS = (
@@ -47,15 +47,7 @@ REPORT_150_WORDS = (
 
 
 def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+    return rss_kib(os.getpid()) / 1024
 
 
 def main() -> None:
@@ -110,7 +102,7 @@ def main() -> None:
     after = rss_mib()
     sentences = len(reader.encoder.cache)
 
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    now = when()
     options = [f"--runs {args.runs}"] * (args.runs != 200) + [f"--threads {args.threads}"] * (
         args.threads != 1
     )
@@ -118,15 +110,15 @@ def main() -> None:
     block = f"""{MARK_START}
 ## Report NLP (`make bench-nlp`)
 
-{now}, {platform.machine()}, 2 cores (shared), Python {platform.python_version()}, torch
+{now}, {machine()} (shared), torch
 {torch.__version__} on CPU with {torch.get_num_threads()} intra-op thread(s); model `{MODEL_ID}`
 (variant `{reader.variant}`), encoder all-MiniLM-L6-v2 (6 layers, 384-d), one sentence per
 encoder unit, batches of 32 units. Command: `{command}` (`benchmarks/report_nlp.py`).
 
 | measure | wall clock | CPU time of the process |
 | --- | --- | --- |
-| one {words}-word report, cold (embedding cache cleared each call; {args.runs} calls) | median {statistics.median(cold):.1f} ms, p99 {percentile(cold, 99):.1f} ms | median {statistics.median(cold_cpu):.1f} ms, p99 {percentile(cold_cpu, 99):.1f} ms |
-| the same report, cached (seen before; {args.runs} calls) | median {statistics.median(cached):.2f} ms, p99 {percentile(cached, 99):.2f} ms | median {statistics.median(cached_cpu):.2f} ms, p99 {percentile(cached_cpu, 99):.2f} ms |
+| one {words}-word report, cold (embedding cache cleared each call; {args.runs} calls) | median {statistics.median(cold):.1f} ms, p99 {percentile(cold, 0.99):.1f} ms | median {statistics.median(cold_cpu):.1f} ms, p99 {percentile(cold_cpu, 0.99):.1f} ms |
+| the same report, cached (seen before; {args.runs} calls) | median {statistics.median(cached):.2f} ms, p99 {percentile(cached, 0.99):.2f} ms | median {statistics.median(cached_cpu):.2f} ms, p99 {percentile(cached_cpu, 0.99):.2f} ms |
 | batched, {len(texts)} IU reports, 64 per call, cold cache | {batched["cold"]:.0f} reports/s | {batched_cpu["cold"]:.0f} reports per CPU-second |
 | batched, the same reports again (cached) | {batched["warm"]:.0f} reports/s | {batched_cpu["warm"]:.0f} reports per CPU-second |
 | model load (import torch + transformers, tokenizer, weights, artifact check) | {load_s:.1f} s | |

@@ -18,49 +18,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
-
-import jwt
-import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.report import write_block  # noqa: E402
-from cds.migrate import upgrade  # noqa: E402
+from benchmarks.ehr import HookBench  # noqa: E402
+from benchmarks.report import publish, summary  # noqa: E402
 from fhir_adapters import build_patient_context  # noqa: E402
 from fhir_adapters.synthea import load_bundle, prefetch_for, resources_by_type  # noqa: E402
 from fhir_adapters.time_shift import days_between, shift_record  # noqa: E402
 from models import registry  # noqa: E402
-from models.risk.catalog import LEARNED_MODELS  # noqa: E402
+from models.risk.catalog import LEARNED_MODELS, PREFETCH_KEYS  # noqa: E402
 from models.risk.features.evaluate import evaluate  # noqa: E402
 from models.risk.learned import NotEligible  # noqa: E402
 from models.risk.scores import anticoagulation, cha2ds2_vasc, has_bled, pce, statin  # noqa: E402
 from tests.conftest import synthea_bundles  # noqa: E402
-from tests.support.live_server import GunicornServer, write_trusted_issuers  # noqa: E402
 
-ISSUER, KID = "https://bench-ehr.wardround.example", "bench-es384"
 MARK_START, MARK_END = "<!-- risk-bench:start -->", "<!-- risk-bench:end -->"
-KEYS = (
-    "patient",
-    "condition_history",
-    "medication_history",
-    "encounters",
-    "observations",
-    "smoking_status",
-)
 SERVICES = ("cardiovascular-risk", "risk-models")
 
 
@@ -78,24 +59,14 @@ def _bodies() -> list[dict]:
                     "userId": "Practitioner/bench",
                     "patientId": resources["Patient"][0]["id"],
                 },
-                "prefetch": {key: prefetch[key] for key in KEYS},
+                "prefetch": {key: prefetch[key] for key in PREFETCH_KEYS},
             }
         )
     return bodies
 
 
-def _percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def _summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "n": len(ordered),
-        "median_ms": round(statistics.median(ordered), 2),
-        "p95_ms": round(_percentile(ordered, 0.95), 2),
-        "p99_ms": round(_percentile(ordered, 0.99), 2),
-    }
+    return summary(samples, digits=2)
 
 
 def all_models(patient) -> int:  # type: ignore[no-untyped-def]
@@ -134,53 +105,13 @@ def in_process(bodies: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def latency(bodies: list[dict], work: Path) -> dict[str, dict[str, float]]:
-    key = ec.generate_private_key(ec.SECP384R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key())) | {"kid": KID, "alg": "ES384"}
-    issuers = write_trusted_issuers(work, ISSUER, {"keys": [jwk]})
-    database_url = f"sqlite:///{work / 'audit.db'}"
-    upgrade(database_url)
-    server = GunicornServer(database_url, issuers, work / "server", workers=1, clean_env=True)
     results = {}
-    with server, requests.Session() as session:
+    with HookBench(work) as bench:
         for service in SERVICES:
-            url = f"{server.base_url}/cds-services/{service}"
-            now = int(time.time())
-            tokens = [
-                jwt.encode(
-                    {
-                        "iss": ISSUER,
-                        "sub": ISSUER,
-                        "aud": url,
-                        "iat": now,
-                        "exp": now + 3600,
-                        "jti": str(uuid.uuid4()),
-                    },
-                    pem,
-                    algorithm="ES384",
-                    headers={"kid": KID},
-                )
-                for _ in range(len(bodies) + 20)
-            ]
-            payloads = [json.dumps(body) for body in bodies]
-            for i, payload in enumerate(payloads[:20]):  # warm-up: imports, model loading
-                session.post(url, data=payload, headers=_headers(tokens[len(bodies) + i]))
-            samples, cards = [], 0
-            for payload, token in zip(payloads, tokens, strict=False):
-                started = time.perf_counter()
-                response = session.post(url, data=payload, headers=_headers(token))
-                samples.append((time.perf_counter() - started) * 1000)
-                if response.status_code != 200:
-                    raise SystemExit(f"{service} answered {response.status_code}: {response.text}")
-                cards += len(response.json()["cards"])
+            samples, answers = bench.timed_calls(service, bodies)
+            cards = sum(len(answer["cards"]) for answer in answers)
             results[service] = _summary(samples) | {"cards": cards}
     return results
-
-
-def _headers(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
 
 def markdown(result: dict) -> str:
@@ -224,16 +155,9 @@ def main() -> None:
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     with tempfile.TemporaryDirectory() as work:
         lat = latency(bodies, Path(work))
-    result = {
-        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-        f"Python {platform.python_version()}",
-        "load": f"{load_before:.1f}-{os.getloadavg()[0]:.1f}",
-        "in_process": inp,
-        "latency": lat,
-    }
-    print(json.dumps(result, indent=2))
-    write_block(args.benchmarks, MARK_START, MARK_END, markdown(result))
+    load = f"{load_before:.1f}-{os.getloadavg()[0]:.1f}"
+    result = {"load": load, "in_process": inp, "latency": lat}
+    publish(args.benchmarks, (MARK_START, MARK_END), result, markdown)
 
 
 if __name__ == "__main__":

@@ -31,24 +31,22 @@ from typing import Any
 
 import jwt
 import psycopg
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.ehr import trusted_key  # noqa: E402
 from cds.audit import AuditLog, verify_chain  # noqa: E402
 from cds.audit.store import utc_now  # noqa: E402
 from cds.db import make_engine, make_sessionmaker  # noqa: E402
 from cds.demo import patient_view_request  # noqa: E402
 from cds.migrate import upgrade  # noqa: E402
 from cds.services import BUILT_IN_SERVICES  # noqa: E402
-from tests.support.live_server import GunicornServer, write_trusted_issuers  # noqa: E402
+from models.shared_data import shared_data  # noqa: E402
+from tests.support.live_server import GunicornServer  # noqa: E402
 
 ISSUER = "https://bench-ehr.wardround.example"
 KID = "bench-es384"
-SHARED = Path(os.environ.get("WARDROUND_SHARED_DATA", REPO.parent / "shared" / "data"))
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -140,7 +138,7 @@ def write_lines(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 def synthea_bodies() -> list[dict[str, Any]]:
     bundles = sorted(
-        p for p in (SHARED / "synthea-r4").glob("*.gz") if not p.name.startswith("hospital")
+        p for p in (shared_data() / "synthea-r4").glob("*.gz") if not p.name.startswith("hospital")
     )
     return [patient_view_request(p) for p in bundles]
 
@@ -299,12 +297,7 @@ def main() -> None:
         sys.exit("wrk is not installed (Debian package 'wrk'; `make bench` installs it)")
 
     work = Path(tempfile.mkdtemp(prefix="wardround-bench-"))
-    key = ec.generate_private_key(ec.SECP384R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key())) | {"kid": KID, "alg": "ES384"}
-    issuers = write_trusted_issuers(work, ISSUER, {"keys": [jwk]})
+    pem, issuers = trusted_key(work, ISSUER, KID)
 
     example = json.loads((REPO / "examples" / "patient-view-request.json").read_text())
     summary_path = "/cds-services/patient-summary"

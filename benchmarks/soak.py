@@ -48,17 +48,14 @@ from typing import Any
 import jwt
 import requests
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
 
+from benchmarks.ehr import trusted_key
 from tests.reliability.harness import (
-    REPO,
     GunicornServer,
     PgCluster,
     children,
     rss_kib,
     with_hook_instance,
-    write_trusted_issuers,
 )
 
 SERVICE = "/cds-services/patient-summary"
@@ -327,8 +324,9 @@ def run_soak(
 # --------------------------------------------------------------------------- self-hosted
 def _synthea_bodies(count: int = 8) -> list[dict[str, Any]]:
     from cds.demo import patient_view_request
+    from models.shared_data import shared_data
 
-    shared = Path(os.environ.get("WARDROUND_SHARED_DATA", REPO.parent / "shared" / "data"))
+    shared = shared_data()
     bundles = sorted(
         p for p in (shared / "synthea-r4").glob("*.gz") if not p.name.startswith("hospital")
     )
@@ -338,15 +336,8 @@ def _synthea_bodies(count: int = 8) -> list[dict[str, Any]]:
 
 
 def _ec_identity(folder: Path) -> tuple[bytes, str, str, Path]:
-    key = ec.generate_private_key(ec.SECP384R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     iss, kid = "https://soak-ehr.wardround.example", "soak-es384"
-    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key())) | {"kid": kid, "alg": "ES384"}
-    issuers = write_trusted_issuers(folder, iss, {"keys": [jwk]})
+    pem, issuers = trusted_key(folder, iss, kid)
     return pem, iss, kid, issuers
 
 

@@ -48,7 +48,6 @@ def create_app(settings: Settings | None = None, registry: ServiceRegistry | Non
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,
         WARDROUND_SETTINGS=settings,
-        WARDROUND_PUBLIC_BASE_URL=settings.public_base_url or "",
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]

@@ -7,22 +7,15 @@ import sys
 from pathlib import Path
 
 import click
-from flask import Flask
 
 from cds.commands import api as api_commands
 from cds.commands import replay as replay_commands
 from cds.commands import reviewers as reviewers_commands
 from cds.commands import risk_models
+from cds.commands._settings import settings
 from cds.commands.imaging import imaging
 from cds.commands.nlp import nlp
 from cds.commands.population import population
-from cds.config import Settings
-
-
-def _settings() -> Settings:
-    # The same instance folder the server uses (Flask's rule: ./instance beside the package).
-    instance = Path(Flask("cds", instance_relative_config=True).instance_path)
-    return Settings.from_env(instance_path=instance)
 
 
 @click.group()
@@ -41,9 +34,9 @@ def db_upgrade(revision: str) -> None:
     """Apply migrations to DATABASE_URL (default: SQLite in instance/)."""
     from cds.migrate import upgrade
 
-    settings = _settings()
-    settings.instance_path.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url, revision)
+    current = settings()
+    current.instance_path.mkdir(parents=True, exist_ok=True)
+    upgrade(current.database_url, revision)
     click.echo(f"database at revision {revision}")
 
 
@@ -52,7 +45,7 @@ def db_current() -> None:
     """Print the schema revision of DATABASE_URL."""
     from cds.migrate import current
 
-    click.echo(current(_settings().database_url) or "empty (run: cds db upgrade)")
+    click.echo(current(settings().database_url) or "empty (run: cds db upgrade)")
 
 
 @main.group()
@@ -66,7 +59,7 @@ def audit_verify() -> None:
     from cds.audit import verify_chain
     from cds.db import make_engine, make_sessionmaker
 
-    engine = make_engine(_settings().database_url)
+    engine = make_engine(settings().database_url)
     try:
         with make_sessionmaker(engine)() as session:
             result = verify_chain(session)
@@ -120,12 +113,12 @@ def demo_setup() -> None:
     )
     from cds.review.accounts import ReviewerAccounts
 
-    settings = _settings()
-    click.echo(str(ensure_demo_ehr(settings.instance_path)))
-    ensure_demo_api_client(settings.instance_path)
-    ensure_session_key(settings.instance_path)
-    with database(settings.database_url) as (write, read):
-        ensure_demo_reviewer(settings.instance_path, ReviewerAccounts(write, read))
+    current = settings()
+    click.echo(str(ensure_demo_ehr(current.instance_path)))
+    ensure_demo_api_client(current.instance_path)
+    ensure_session_key(current.instance_path)
+    with database(current.database_url) as (write, read):
+        ensure_demo_reviewer(current.instance_path, ReviewerAccounts(write, read))
 
 
 @demo.command("request")
@@ -174,7 +167,7 @@ def token_mint(
     from cds.demo import ensure_demo_ehr, mint_token
 
     if key_path is None:
-        instance = _settings().instance_path
+        instance = settings().instance_path
         ensure_demo_ehr(instance)
         ehr = json.loads((instance / "demo-ehr" / "ehr.json").read_text())
         key_path = instance / "demo-ehr" / "private-key.pem"

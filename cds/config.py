@@ -88,6 +88,9 @@ class Settings:
     review_session_minutes: int = 480
     #: Seconds between full walks of the hash chain behind the review page's chain status.
     chain_full_verify_s: int = 900
+    #: Load every model in each gunicorn worker before it serves (gunicorn.conf.py); false:
+    #: on first use (quicker starts, for tests).
+    warm_models: bool = True
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -139,6 +142,7 @@ class Settings:
         issuers = env.get("WARDROUND_TRUSTED_ISSUERS")
         api_issuers = env.get("WARDROUND_API_ISSUERS")
         cookie_secure = env.get("WARDROUND_SESSION_COOKIE_SECURE")
+        warm_models = env.get("WARDROUND_WARM_MODELS")
         dicomweb_auth_json = env.get("WARDROUND_DICOMWEB_AUTH") or None
         return cls(
             database_url=database_url,
@@ -171,6 +175,7 @@ class Settings:
             session_cookie_secure=True if cookie_secure is None else _flag(cookie_secure),
             review_session_minutes=int(env.get("WARDROUND_REVIEW_SESSION_MINUTES", "480")),
             chain_full_verify_s=int(env.get("WARDROUND_CHAIN_FULL_VERIFY_S", "900")),
+            warm_models=True if warm_models is None else _flag(warm_models),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

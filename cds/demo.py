@@ -22,6 +22,7 @@ from jwt.algorithms import ECAlgorithm
 
 from fhir_adapters.synthea import load_bundle, prefetch_for, resources_by_type
 from fhir_adapters.time_shift import days_between, shift_record
+from models.draft_orders import dosage_instruction, dose_quantity, medication_request
 
 SUMMARY_KEYS = ("patient", "conditions", "medications", "allergies")
 DEMO_ISSUER = "https://demo-ehr.wardround.example"
@@ -112,9 +113,6 @@ def patient_view_request(
     }
 
 
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-
-
 def draft_medication_request(
     patient_id: str,
     rxnorm: tuple[str, str],
@@ -127,34 +125,14 @@ def draft_medication_request(
     ``rxnorm``: (code, display); ``dose``: (value, unit code, e.g. "TAB" or "mg");
     ``per_day``: (frequency, period, periodUnit), e.g. (1, 6, "h") for every 6 hours.
     """
-    instruction: dict[str, Any] = {}
-    if per_day is not None:
-        frequency, period, unit = per_day
-        instruction["timing"] = {
-            "repeat": {"frequency": frequency, "period": period, "periodUnit": unit}
-        }
-    if dose is not None:
-        value, code = dose
-        quantity = {"value": value, "unit": code.lower(), "code": code}
-        if code.isupper():  # an orderable drug form (TAB, CAP), not a UCUM unit
-            quantity["system"] = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
-        else:
-            quantity["system"] = "http://unitsofmeasure.org"
-        instruction["doseAndRate"] = [{"doseQuantity": quantity}]
-    order: dict[str, Any] = {
-        "resourceType": "MedicationRequest",
-        "id": order_id or str(uuid.uuid4()),
-        "status": "draft",
-        "intent": "order",
-        "medicationCodeableConcept": {
-            "coding": [{"system": RXNORM, "code": rxnorm[0], "display": rxnorm[1]}],
-            "text": rxnorm[1],
-        },
-        "subject": {"reference": f"Patient/{patient_id}"},
-    }
-    if instruction:
-        order["dosageInstruction"] = [instruction]
-    return order
+    return medication_request(
+        patient_id,
+        rxnorm,
+        order_id=order_id or str(uuid.uuid4()),
+        instruction=dosage_instruction(
+            per_day=per_day, dose=dose_quantity(*dose) if dose else None
+        ),
+    )
 
 
 def order_request(

@@ -13,12 +13,12 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from cds import metrics
-from cds.audit import AuditLog, AuditUnavailable, CardRecord
+from cds.app_state import audit_log, service_registry, settings
+from cds.audit import AuditUnavailable, CardRecord
 from cds.audit.jti import SeenToken
 from cds.audit.store import TokenReplayed, utc_now
 from cds.audit.tables import Feedback, Invocation
 from cds.cards import CdsResponse
-from cds.config import Settings
 from cds.feedback import parse_feedback
 from cds.hook_request import DraftOrdersContext, RequestInvalid, parse_hook_request
 from cds.http_json import BodyError, error_response, read_json_body
@@ -27,7 +27,6 @@ from cds.services.registry import (
     CdsService,
     HookCall,
     PrefetchInvalid,
-    ServiceRegistry,
     model_json,
 )
 from fhir_adapters import (
@@ -51,10 +50,6 @@ MAX_AUDITED_WARNINGS = 20
 AUDIT_DOWN = "The audit log is unavailable, so no decision support was released. Retry shortly."
 
 
-def _registry() -> ServiceRegistry:
-    return current_app.extensions["wardround.registry"]
-
-
 def _observe_fetch(outcome: KeyOutcome) -> None:
     resource_type = outcome.resource_type or "unknown"
     if outcome.source == FETCHED and outcome.ms is not None:
@@ -67,13 +62,9 @@ def _loader() -> PatientLoader:
     return current_app.extensions["wardround.patient_loader"]
 
 
-def _settings() -> Settings:
-    return current_app.config["WARDROUND_SETTINGS"]
-
-
 def _patient_request(service: CdsService, hook_request: Any, context: Any) -> PatientRequest:
     authorization = hook_request.fhirAuthorization
-    lookback = timedelta(days=_settings().imaging_lookback_days)
+    lookback = timedelta(days=settings().imaging_lookback_days)
     return PatientRequest(
         templates=service.prefetch,
         required=service.required_prefetch,
@@ -89,10 +80,6 @@ def _patient_request(service: CdsService, hook_request: Any, context: Any) -> Pa
         images_since=datetime.now(UTC) - lookback if service.with_images else None,
         started=g.started,
     )
-
-
-def _audit() -> AuditLog:
-    return current_app.extensions["wardround.audit"]
 
 
 def _audit_unavailable() -> Response:
@@ -127,7 +114,7 @@ def authenticate() -> Response | None:
     verifier: JwtVerifier | None = current_app.extensions["wardround.verifier"]
     if verifier is None:  # WARDROUND_AUTH=off, development only (warned at start-up)
         return None
-    audience = current_app.config["WARDROUND_PUBLIC_BASE_URL"] + request.path
+    audience = (settings().public_base_url or "") + request.path
     # Service calls and feedback record the jti with their audit rows (one transaction);
     # discovery writes nothing else, so its jti is recorded here.
     remember = request.endpoint == "cds_hooks.discovery"
@@ -142,7 +129,7 @@ def authenticate() -> Response | None:
 
 @bp.get("/cds-services")
 def discovery() -> Response:
-    return jsonify(_registry().discovery())
+    return jsonify(service_registry().discovery())
 
 
 @dataclass
@@ -260,7 +247,7 @@ def _run_service(service: CdsService, body: Any, outcome: _Outcome, invocation: 
         context=context,
         patient=loaded.patient,
         prefetch=loaded.prefetch.data,
-        settings=_settings(),
+        settings=settings(),
     )
     try:
         with metrics.MODEL_SECONDS.labels(service.id).time():
@@ -292,7 +279,7 @@ def _run_service(service: CdsService, body: Any, outcome: _Outcome, invocation: 
 @bp.post("/cds-services/<service_id>")
 def invoke(service_id: str) -> Response:
     started = time.perf_counter()
-    service = _registry().get(service_id)
+    service = service_registry().get(service_id)
     if service is None:
         return error_response(404, "unknown_service", "no CDS service with this id")
     client: ClientIdentity | None = g.client
@@ -320,7 +307,7 @@ def invoke(service_id: str) -> Response:
     invocation.model_versions = outcome.models
     invocation.latency_ms = round((time.perf_counter() - started) * 1000, 3)
     try:
-        _audit().record_invocation(invocation, outcome.cards, token=_token())
+        audit_log().record_invocation(invocation, outcome.cards, token=_token())
     except TokenReplayed:
         return _replayed()
     except AuditUnavailable as exc:
@@ -334,7 +321,7 @@ def invoke(service_id: str) -> Response:
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str) -> Response:
-    if _registry().get(service_id) is None:
+    if service_registry().get(service_id) is None:
         return error_response(404, "unknown_service", "no CDS service with this id")
     try:
         _, body = read_json_body(request)
@@ -346,7 +333,7 @@ def feedback(service_id: str) -> Response:
         return error_response(
             400, "invalid_request", exc.errors[0].message, field=exc.field, errors=errors
         )
-    audit = _audit()
+    audit = audit_log()
     card_ids = sorted({str(entry.card) for entry in parsed.feedback})
     try:
         known = audit.card_service_ids(card_ids)

@@ -1,11 +1,13 @@
 """``GET /models/<id>/``: the model card of a registered model, as HTML (the cards' link).
 
-Risk cards link here so a clinician can see how a number was made: the model card of a
-learned model (data, method, held-out metrics with CIs, calibration plot, features) or the
-description of a validated score (equations, sources, worked examples). The pages hold no
-patient data, so they need no token (like ``/openapi.json``); the link is absolute,
-built from ``WARDROUND_PUBLIC_BASE_URL``. Only ``.png`` figures in the card's own
-``model_card/`` folder are served beside it.
+Every model whose registry entry names a card (``ModelEntry.card``) has a page: the learned
+models' cards (data, method, held-out metrics with CIs, calibration or ROC plots), the
+validated scores' description (equations, sources, worked examples). Cards from those
+models link here (:func:`card_links`) so a clinician can see how a finding or number was
+made. The pages hold no patient data, so they need no token (like ``/openapi.json``), and
+serving one never loads the model; the link is absolute, built from
+``WARDROUND_PUBLIC_BASE_URL``. Only ``.png`` figures in the card's own ``model_card/``
+folder are served beside it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, send_from_directory
 from markdown_it import MarkdownIt
 
+from cds.cards import Link
+from cds.config import Settings
 from models import registry
 
 bp = Blueprint("model_pages", __name__)
-FIGURES = "model_card"
+FIGURES = registry.CARD_FIGURES
+#: The label of a card's link to its model's page (learned models).
+MODEL_CARD_LABEL = "Model card: data, method, performance"
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -32,18 +38,20 @@ code{{background:#f4f4f4}}img{{max-width:100%}}</style></head>
 """
 
 
-def page_url(public_base_url: str | None, model_id: str) -> str | None:
-    """The absolute URL of the model's page, or None without a public base URL."""
-    return f"{public_base_url}/models/{model_id}/" if public_base_url else None
+def card_links(settings: Settings | None, model_id: str, label: str) -> list[Link]:
+    """A card's link to the model's page: none without a public base URL or a model card."""
+    base = settings.public_base_url if settings else None
+    if not base or registry.card(model_id) is None:
+        return []
+    return [Link(label=label, url=f"{base}/models/{model_id}/", type="absolute")]
 
 
 def _card(model_id: str) -> Path:
     try:
-        model = registry.get(model_id)
+        card = registry.card(model_id)
     except registry.UnknownModel:
         abort(404)
-    card = getattr(model, "card", None)
-    if not isinstance(card, Path) or not card.is_file():
+    if card is None or not card.is_file():
         abort(404)
     return card
 

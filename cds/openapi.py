@@ -24,10 +24,12 @@ from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.routing import Map
 
+from cds.app_state import service_registry, settings
 from cds.cards import CdsResponse
 from cds.feedback import FeedbackRequest
 from cds.fhir_api import openapi_paths as fhir_openapi
 from cds.hook_request import HOOK_CONTEXTS, FieldError, HookRequest
+from cds.openapi_responses import error_responses
 from cds.review import openapi_paths as review_openapi
 from cds.services.registry import CdsService, ServiceRegistry
 
@@ -216,18 +218,7 @@ def _json(schema: dict[str, Any], examples: dict[str, Any] | None = None) -> dic
 
 
 def _errors(schemas: _Schemas, statuses: dict[int, str]) -> dict[str, Any]:
-    error = schemas.model(ErrorBody, response=True)
-    responses: dict[str, Any] = {}
-    for status, description in statuses.items():
-        response: dict[str, Any] = {"description": description, "content": _json(error)}
-        if status == 401:
-            response["headers"] = {
-                "WWW-Authenticate": {"required": True, "schema": {"type": "string"}}
-            }
-        if status == 503:
-            response["headers"] = {"Retry-After": {"required": True, "schema": {"type": "string"}}}
-        responses[str(status)] = response
-    return responses
+    return error_responses(statuses, _json(schemas.model(ErrorBody, response=True)))
 
 
 AUTH_ERRORS = {
@@ -459,7 +450,7 @@ def _model_page(endpoint: str) -> dict[str, Any]:
         "tags": ["Meta"],
         "summary": "A figure of a model card"
         if figure
-        else "A model's card (the risk cards' link)",
+        else "A model's card (the link on its cards)",
         "security": [],
         "parameters": parameters,
         "responses": {
@@ -485,9 +476,9 @@ def openapi_json() -> Response:
     document = current_app.extensions.get("wardround.openapi")
     if document is None:
         document = build_openapi(
-            current_app.extensions["wardround.registry"],
+            service_registry(),
             url_map=current_app.url_map,
-            base_url=current_app.config.get("WARDROUND_PUBLIC_BASE_URL") or None,
+            base_url=settings().public_base_url,
         )
         current_app.extensions["wardround.openapi"] = document
     return jsonify(document)

@@ -12,6 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from fhir_adapters.patient_context import LOINC
+
 
 def load_bundle(path: Path) -> dict[str, Any]:
     opener = gzip.open if path.suffix == ".gz" else open
@@ -89,7 +91,7 @@ def _in_category(resource: dict[str, Any], codes: frozenset[str]) -> bool:
 
 def _has_loinc(resource: dict[str, Any], code: str) -> bool:
     return any(
-        coding.get("system") == "http://loinc.org" and coding.get("code") == code
+        coding.get("system") == LOINC and coding.get("code") == code
         for coding in (resource.get("code") or {}).get("coding") or []
     )
 

@@ -69,6 +69,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def files_sha256(folder: Path, pattern: str) -> str:
+    """One SHA-256 over the name and bytes of every file in ``folder`` matching ``pattern``,
+    in name order: the version of a knowledge base kept as files beside the code."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob(pattern)):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _canonical(manifest: Mapping[str, Any]) -> bytes:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 

@@ -17,7 +17,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import SYNTHEA  # noqa: E402
-from tests.support.fhir_server import loaded_database, running_copy  # noqa: E402
+from tests.support.fhir_server import (  # noqa: E402
+    fhir_authorization,
+    loaded_database,
+    running_copy,
+)
 
 
 def main() -> None:
@@ -27,13 +31,7 @@ def main() -> None:
     print("loading the Synthea bundles (about 2 minutes the first time) …", flush=True)
     database = loaded_database(SYNTHEA)
     with running_copy(database, port=args.port) as server:
-        authorization = {
-            "access_token": server.token,
-            "token_type": "Bearer",
-            "expires_in": 3600,
-            "scope": "patient/*.read",
-            "subject": "demo",
-        }
+        authorization = fhir_authorization(server.token, subject="demo", expires_in=3600)
         print(f"FHIR server: {server.base_url}  ({len(database.patient_ids)} patients)")
         print(f"first patient id: {database.patient_ids[0]}")
         print("add to a hook request (and drop its prefetch) to make the service fetch:")

@@ -25,12 +25,14 @@ from cds import create_app
 from cds.config import Settings
 from cds.db import make_engine
 from cds.migrate import upgrade
+from models.shared_data import shared_data
+from tests.support.missing import shared_file, unavailable
 
 # Real FHIR and DICOMweb servers, started per test session (see each module).
 pytest_plugins = ["tests.support.fhir_server", "tests.support.dicomweb_server"]
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("WARDROUND_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_DATA = shared_data()
 SYNTHEA = SHARED_DATA / "synthea-r4"
 PG_ADMIN_URL = os.environ.get("WARDROUND_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BASE_URL = "http://localhost"
@@ -150,9 +152,7 @@ def _postgres_available() -> bool:
 def postgres_url() -> Iterator[str]:
     """A fresh database on the shared PostgreSQL server, migrated, dropped at the end."""
     if not _postgres_available():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required under CI and is unreachable at {PG_ADMIN_URL}")
-        pytest.skip("PostgreSQL unreachable (allowed only outside CI)")
+        unavailable(f"PostgreSQL unreachable at {PG_ADMIN_URL}")
     name = f"wardround_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -229,9 +229,7 @@ def synthea_bundles() -> list[Path]:
     """
     bundles = sorted(p for p in SYNTHEA.glob("*.gz") if not p.name.startswith("hospital"))
     if not bundles:
-        if os.environ.get("CI"):
-            pytest.fail(f"shared Synthea data missing at {SYNTHEA}")
-        pytest.skip(f"shared Synthea data missing at {SYNTHEA}")
+        unavailable(f"shared Synthea data missing at {SYNTHEA}")
     return bundles
 
 
@@ -240,12 +238,7 @@ def source_images() -> Any:
     """PneumoniaMNIST ``train_images`` (what the DICOM fixtures wrap), read independently."""
     import numpy as np
 
-    npz = SHARED_DATA / "pneumoniamnist" / "pneumoniamnist_28_dev.npz"
-    if not npz.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"shared data missing: {npz} (required under CI)")
-        pytest.skip(f"shared data missing: {npz}")
-    with np.load(npz) as data:
+    with np.load(shared_file("pneumoniamnist/pneumoniamnist_28_dev.npz")) as data:
         return data["train_images"]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support.dicom_fixtures import wado_rs_endpoint
 from tests.support.fhir_server import (
     FHIR_JSON,
     INFORMATION_BUNDLES,
@@ -344,17 +345,7 @@ def test_binary_round_trip_as_fhir_json(fhir_server: FhirServer) -> None:
 
 
 def test_endpoint_resources_can_be_stored_and_searched(fhir_server: FhirServer) -> None:
-    endpoint = {
-        "resourceType": "Endpoint",
-        "id": f"test-{uuid.uuid4().hex[:20]}",
-        "status": "active",
-        "connectionType": {
-            "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
-            "code": "dicom-wado-rs",
-        },
-        "payloadType": [{"text": "DICOM"}],
-        "address": "http://127.0.0.1:8042/dicom-web",
-    }
+    endpoint = wado_rs_endpoint(f"test-{uuid.uuid4().hex[:20]}", "http://127.0.0.1:8042/dicom-web")
     assert put(fhir_server, endpoint).status_code == 201
     found = search_ids(fhir_server, f"Endpoint?_id={endpoint['id']}&connection-type=dicom-wado-rs")
     assert found == {endpoint["id"]}

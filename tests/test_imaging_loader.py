@@ -48,7 +48,7 @@ from fhir_adapters.dicomweb_auth import (
     parse_dicomweb_access,
 )
 from fhir_adapters.imaging import ImagingLimits
-from tests.support.dicom_fixtures import FixtureStudy
+from tests.support.dicom_fixtures import FixtureStudy, wado_rs_endpoint
 from tests.support.dicomweb_server import DicomWebServer
 from tests.support.fhir_server import FhirServer
 
@@ -128,18 +128,7 @@ def stored(fhir_server: FhirServer, dicomweb_server: DicomWebServer) -> Iterator
     try:
         _put(
             fhir_server,
-            {
-                "resourceType": "Endpoint",
-                "id": endpoint_id,
-                "status": "active",
-                "connectionType": {
-                    "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
-                    "code": "dicom-wado-rs",
-                },
-                "payloadType": [{"text": "DICOM"}],
-                "payloadMimeType": ["application/dicom"],
-                "address": dicomweb_server.base_url,
-            },
+            wado_rs_endpoint(endpoint_id, dicomweb_server.base_url),
         )
         for study in with_endpoint.studies:
             current = _get(fhir_server, f"ImagingStudy/{study.imaging_study['id']}")

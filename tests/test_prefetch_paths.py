@@ -12,7 +12,6 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -21,21 +20,12 @@ from cds.audit.tables import Invocation
 from cds.demo import patient_view_request
 from tests.conftest import synthea_bundles
 from tests.support.fault_proxy import Fault, fault_proxy
+from tests.support.fhir_server import fhir_authorization
 from tests.test_audit_log import rows_of
 
 pytestmark = pytest.mark.fhir_server
 SERVICE = "patient-summary"
 ALL_KEYS = ("patient", "conditions", "medications", "allergies")
-
-
-def _authorization(token: str) -> dict[str, Any]:
-    return {
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "wardround",
-    }
 
 
 def _request(prefetch_keys, server: str | None = None, token: str | None = None, bundle=None):
@@ -44,7 +34,7 @@ def _request(prefetch_keys, server: str | None = None, token: str | None = None,
         del body["prefetch"]
     if server is not None:
         body["fhirServer"] = server
-        body["fhirAuthorization"] = _authorization(token or "")
+        body["fhirAuthorization"] = fhir_authorization(token or "")
     return body
 
 

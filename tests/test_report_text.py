@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -38,9 +37,9 @@ from fhir_adapters.report_text import (
     texts_from_diagnostic_report,
     texts_from_document_reference,
 )
-from tests.conftest import SHARED_DATA
+from tests.support.missing import shared_file
 
-IU_REPORTS = SHARED_DATA / "iu-xray-reports" / "reports.csv"
+IU_REPORTS = "iu-xray-reports/reports.csv"
 CXR = {"coding": [{"system": "http://loinc.org", "code": "36643-5"}], "text": "XR Chest 2V"}
 
 
@@ -68,11 +67,7 @@ class IuReport:
 
 @cache
 def _iu_reports() -> tuple[IuReport, ...]:
-    if not IU_REPORTS.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"shared IU X-ray reports missing at {IU_REPORTS}")
-        pytest.skip(f"shared IU X-ray reports missing at {IU_REPORTS}")
-    with IU_REPORTS.open(newline="", encoding="utf-8") as f:
+    with shared_file(IU_REPORTS).open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return tuple(
         IuReport(row["uid"], row["findings"].strip(), row["impression"].strip())

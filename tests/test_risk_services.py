@@ -29,6 +29,7 @@ from models.risk.kb import knowledge_sha256, knowledge_version
 from models.risk.learned import NotEligible
 from models.risk.scores import cha2ds2_vasc, has_bled, pce, statin
 from tests.conftest import synthea_bundles
+from tests.support.fhir_server import fhir_authorization
 from tests.test_audit_log import rows_of, verify
 
 CARDIO, LEARNED = "cardiovascular-risk", "risk-models"
@@ -313,13 +314,7 @@ def test_risk_services_fetch_what_they_need_from_the_fhir_server(hooks, fhir_ser
     body = _request(synthea_bundles()[3], ("patient",))
     body["prefetch"] = {}
     body["fhirServer"] = fhir_server.base_url
-    body["fhirAuthorization"] = {
-        "access_token": fhir_server.token,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "cds",
-    }
+    body["fhirAuthorization"] = fhir_authorization(fhir_server.token, subject="cds")
     body["context"]["patientId"] = resources_by_type(load_bundle(synthea_bundles()[3]))["Patient"][
         0
     ]["id"]

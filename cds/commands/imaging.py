@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
+
+from cds.commands._progress import progress_bar, progress_option
 
 TRAIN_COMMAND = "cds imaging train   (or: make models-imaging)"
 
@@ -18,7 +19,7 @@ def imaging() -> None:
 
 @imaging.command("predict")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@progress_option
 def predict(paths: tuple[Path, ...], progress: bool) -> None:
     """Read DICOM files (folders: recursively); one JSON line per file on stdout.
 
@@ -27,8 +28,6 @@ def predict(paths: tuple[Path, ...], progress: bool) -> None:
     model's operating threshold) or "skipped" with the reason. Exit status 0 when every
     file was handled, skipped ones included.
     """
-    from tqdm import tqdm
-
     from models import registry
     from models.artifacts import ArtifactInvalid
     from models.imaging import MODEL_ID
@@ -39,7 +38,7 @@ def predict(paths: tuple[Path, ...], progress: bool) -> None:
     except ArtifactInvalid as exc:
         raise click.ClickException(f"the model artifact is unusable: {exc}") from None
     files = list(dicom_paths(paths))
-    for path in tqdm(files, desc="images", unit="image", disable=not progress, file=sys.stderr):
+    for path in progress_bar(files, desc="images", unit="image", enabled=progress):
         click.echo(json.dumps(predict_file(path, classifier)))
 
 
@@ -57,17 +56,19 @@ def predict(paths: tuple[Path, ...], progress: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Artifact folder (default: the shipped one, models/imaging/artifacts/pneumonia-cxr).",
 )
-@click.option("--progress/--no-progress", default=True)
+@progress_option
 def train(
     epochs: int, seed: int, threads: int, data: Path | None, output: Path | None, progress: bool
 ) -> None:
-    """Train, calibrate and evaluate the CNN; write the artifact, MODEL_CARD.md and roc.png."""
+    """Train, calibrate and evaluate the CNN; write the artifact, MODEL_CARD.md and its ROC
+    plot (model_card/roc.png)."""
     from models.imaging import ARTIFACT_DIR, MODEL_ID, MODEL_VERSION, model_card
     from models.imaging.dataset import load_pneumoniamnist
     from models.imaging.evaluation import roc_plot
     from models.imaging.network import NetworkSpec
     from models.imaging.training import TrainConfig, write_artifact
     from models.imaging.training import train as run_training
+    from models.registry import CARD_FIGURES
 
     config = TrainConfig(epochs=epochs, seed=seed, threads=threads, network=NetworkSpec())
     try:
@@ -79,10 +80,10 @@ def train(
     artifact = write_artifact(result, folder, MODEL_ID, MODEL_VERSION, config)
     card_dir = folder.parent.parent if output is None else folder
     assert result.test is not None
-    roc_plot(
-        result.test_labels, result.test_probabilities, result.test.threshold, card_dir / "roc.png"
-    )
-    card = model_card.write(artifact, card_dir, "roc.png", result.seconds, TRAIN_COMMAND)
+    roc = f"{CARD_FIGURES}/roc.png"
+    (card_dir / CARD_FIGURES).mkdir(parents=True, exist_ok=True)
+    roc_plot(result.test_labels, result.test_probabilities, result.test.threshold, card_dir / roc)
+    card = model_card.write(artifact, card_dir, roc, result.seconds, TRAIN_COMMAND)
     metrics = result.test.metrics
     click.echo(
         f"{artifact.id} {artifact.version} {artifact.sha256}\n"

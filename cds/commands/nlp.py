@@ -21,6 +21,8 @@ from typing import IO, Any
 
 import click
 
+from cds.commands._progress import progress_bar, progress_option
+
 BATCH = 64
 
 
@@ -136,16 +138,16 @@ def nlp() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Output JSON Lines file (default: standard output).",
 )
+@progress_option
 def label(
     input_path: Path,
     text_column: str | None,
     id_column: str | None,
     kind: str | None,
     out_path: Path | None,
+    progress: bool,
 ) -> None:
     """Label every document of INPUT (CSV or JSON Lines): one JSON line per document."""
-    from tqdm import tqdm
-
     from models import registry
     from models.artifacts import ArtifactInvalid
     from models.nlp import MODEL_ID
@@ -167,7 +169,7 @@ def label(
                 documents = _csv_documents(handle, text_column, id_column)
             else:
                 documents = _jsonl_documents(handle, text_column, id_column)
-            with tqdm(total=total, unit="doc", file=sys.stderr, desc="labelling") as bar:
+            with progress_bar(total=total, unit="doc", desc="labelling", enabled=progress) as bar:
                 for batch in _batches(documents):
                     readable = [d for d in batch if d.text is not None]
                     results = iter(reader.read([d.text for d in readable]))  # type: ignore[misc]

@@ -43,7 +43,7 @@ from rich.table import Table
 
 from cds.audit.population_runs import recent_runs, record_run
 from cds.audit.store import AuditLog, AuditUnavailable
-from cds.config import Settings
+from cds.commands._settings import settings
 from fhir_adapters.bulk.ndjson import BulkFolder, BulkInputError, digest_files, scan_folder
 from population.run_record import BAD_INPUT, FAILED, Dataset, PopulationRun, operator_name
 
@@ -52,12 +52,6 @@ if TYPE_CHECKING:  # pyspark is imported only by the commands that run Spark
 
 errors = Console(stderr=True)
 console = Console()
-
-
-def _settings() -> Settings:
-    from cds.cli import _settings as cli_settings
-
-    return cli_settings()
 
 
 def _types(value: str | None) -> frozenset[str] | None:
@@ -98,7 +92,7 @@ def _audit() -> Iterator[AuditLog]:
     from cds.audit.tables import ChainHead
     from cds.db import make_engine, make_sessionmaker
 
-    engine = make_engine(_settings().database_url)
+    engine = make_engine(settings().database_url)
     try:
         sessions = make_sessionmaker(engine)
         try:
@@ -489,7 +483,7 @@ def runs(limit: int) -> None:
     """The latest population runs recorded in the audit log."""
     from cds.db import make_engine, make_sessionmaker
 
-    engine = make_engine(_settings().database_url)
+    engine = make_engine(settings().database_url)
     try:
         with make_sessionmaker(engine)() as session:
             rows = recent_runs(session, limit)

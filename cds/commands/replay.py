@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,9 @@ from cds.commands._settings import settings
 
 
 def _default_folder() -> Path:
-    shared = os.environ.get("WARDROUND_SHARED_DATA")
-    return Path(shared) / "synthea-r4" if shared else Path("../shared/data/synthea-r4")
+    from models.shared_data import shared_data
+
+    return shared_data() / "synthea-r4"
 
 
 @click.command("replay")

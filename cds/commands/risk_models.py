@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from cds.commands._progress import progress_bar, progress_option
+
 
 def _pct(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.3f}"
@@ -33,6 +35,7 @@ def _pct(value: float | None) -> str:
 )
 @click.option("--no-card", is_flag=True, help="Do not regenerate the model card.")
 @click.option("--workers", default=1, show_default=True, help="Processes building the data set.")
+@progress_option
 def train(
     model_ids: tuple[str, ...],
     data: Path,
@@ -40,10 +43,9 @@ def train(
     card: Path | None,
     no_card: bool,
     workers: int,
+    progress: bool,
 ) -> None:
     """Train MODEL_IDS (e.g. cvd-event-3y acute-care-1y) on the records in --data."""
-    from tqdm import tqdm
-
     from fhir_adapters.records import RecordsInvalid, expected_records
     from models.risk.learned import ARTIFACTS, MODEL_CARD
     from models.risk.training.card import render
@@ -55,12 +57,12 @@ def train(
     try:
         total = expected_records(data)
 
-        def progress(items):  # type: ignore[no-untyped-def]
-            return tqdm(items, total=total, unit="patient", desc="building index dates")
+        def bar(items):  # type: ignore[no-untyped-def]
+            return progress_bar(
+                items, total=total, unit="patient", desc="building index dates", enabled=progress
+            )
 
-        reports = train_models(
-            list(model_ids), data, out, workers=max(1, workers), progress=progress
-        )
+        reports = train_models(list(model_ids), data, out, workers=max(1, workers), progress=bar)
     except (TrainingError, RecordsInvalid) as exc:
         raise click.ClickException(str(exc)) from None
     for report in reports:

@@ -16,8 +16,9 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, g, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from cds.access import RESOURCE_TYPES, Principal, access_row
-from cds.audit import AuditLog, AuditUnavailable
+from cds.access import RESOURCE_TYPES, Principal
+from cds.app_state import public_base_url, record_access, snapshot_session
+from cds.audit import AuditUnavailable
 from cds.fhir_api import queries
 from cds.fhir_api.auth import ApiAuthenticator
 from cds.fhir_api.capability import capability_statement
@@ -38,21 +39,8 @@ RETRY = {"Retry-After": "5"}
 REALM = 'Bearer realm="wardround-fhir"'
 
 
-def base_url() -> str:
-    """The service's public base URL (fullUrl, links, moduleUri)."""
-    return current_app.config.get("WARDROUND_PUBLIC_BASE_URL") or request.host_url.rstrip("/")
-
-
 def _authenticator() -> ApiAuthenticator:
     return current_app.extensions["wardround.api_auth"]
-
-
-def _audit() -> AuditLog:
-    return current_app.extensions["wardround.audit"]
-
-
-def _snapshot() -> Any:
-    return current_app.extensions["wardround.snapshot_sessions"]()
 
 
 def _check_accept() -> None:
@@ -96,13 +84,7 @@ def _fhir_error(exc: FhirError) -> Response:
 def _record(principal: Principal, action: str, status: int, **fields: Any) -> None:
     """Write the access row before the answer leaves; 503 if it cannot be written."""
     try:
-        _audit().record_access(
-            [
-                access_row(
-                    principal, action, status=status, remote_addr=request.remote_addr, **fields
-                )
-            ]
-        )
+        record_access(principal, action, status, **fields)
     except AuditUnavailable:
         log.error("access log write failed; answering 503")
         raise FhirError(
@@ -123,12 +105,12 @@ def _forbidden(principal: Principal, action: str, target: str, interaction: str)
 
 @bp.get("/metadata")
 def metadata() -> Response:
-    return fhir_response(capability_statement(base_url()))
+    return fhir_response(capability_statement(public_base_url()))
 
 
 def _link(resource_type: str, params: list[tuple[str, str]]) -> str:
     query = urlencode(params)
-    return f"{base_url()}/fhir/{resource_type}" + (f"?{query}" if query else "")
+    return f"{public_base_url()}/fhir/{resource_type}" + (f"?{query}" if query else "")
 
 
 def _bundle(search: Search, page: queries.Page) -> dict[str, Any]:
@@ -143,7 +125,7 @@ def _bundle(search: Search, page: queries.Page) -> dict[str, Any]:
         links.append({"relation": "next", "url": _link(resource_type, params)})
     entries: list[dict[str, Any]] = [
         {
-            "fullUrl": f"{base_url()}/fhir/{resource['resourceType']}/{resource['id']}",
+            "fullUrl": f"{public_base_url()}/fhir/{resource['resourceType']}/{resource['id']}",
             "resource": resource,
             "search": {"mode": "match"},
         }
@@ -170,11 +152,11 @@ def _bundle(search: Search, page: queries.Page) -> dict[str, Any]:
 
 def _run_search(search: Search, principal: Principal) -> queries.Page:
     try:
-        with _snapshot() as session:
+        with snapshot_session() as session:
             if search.resource_type == "AuditEvent":
-                return queries.search_audit_events(session, search, principal, base_url())
+                return queries.search_audit_events(session, search, principal, public_base_url())
             if search.resource_type == "GuidanceResponse":
-                return queries.search_guidance(session, search, base_url())
+                return queries.search_guidance(session, search, public_base_url())
             return queries.search_results(session, search)
     except SQLAlchemyError as exc:
         log.error("fhir search failed", extra={"error": type(exc).__name__})
@@ -207,9 +189,9 @@ def read(resource_type: str, resource_id: str) -> Response:
     if request.args and set(request.args) - {"_format"}:
         raise FhirError(400, "a read takes no parameters but _format")
     try:
-        with _snapshot() as session:
+        with snapshot_session() as session:
             found = queries.read_resource(
-                session, resource_type, resource_id, principal, base_url()
+                session, resource_type, resource_id, principal, public_base_url()
             )
     except FhirError as exc:
         if exc.status == 403:

@@ -9,6 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from fhir_adapters.patient_context import SNOMED as SNOMED
+from fhir_adapters.patient_context import UCUM as UCUM
+
 # --- published systems
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
@@ -21,8 +24,6 @@ NETWORK_TYPE_IP = "2"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 ACTION_TYPE = "http://terminology.hl7.org/CodeSystem/action-type"
 RISK_PROBABILITY = "http://terminology.hl7.org/CodeSystem/risk-probability"
-SNOMED = "http://snomed.info/sct"
-UCUM = "http://unitsofmeasure.org"
 URI = "urn:ietf:rfc:3986"
 #: CDS Hooks hook names (``order-sign``, ``patient-view`` …), the hook registry's address.
 CDS_HOOKS = "https://cds-hooks.org/hooks"

@@ -7,6 +7,7 @@ from typing import Any
 
 from cds.access import RESOURCE_TYPES
 from cds.fhir_api.search_params import CONTROL, MAX_COUNT, PARAMETERS, Parameter
+from cds.openapi_responses import error_responses
 
 FHIR_JSON = "application/fhir+json"
 SECURITY = [{"fhirBearer": []}]
@@ -79,20 +80,8 @@ def _content(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _errors(statuses: dict[int, str]) -> dict[str, Any]:
-    responses: dict[str, Any] = {}
-    for status, description in statuses.items():
-        response: dict[str, Any] = {
-            "description": description,
-            "content": _content({"$ref": "#/components/schemas/OperationOutcome"}),
-        }
-        if status in (401, 403):
-            response["headers"] = {
-                "WWW-Authenticate": {"required": True, "schema": {"type": "string"}}
-            }
-        if status == 503:
-            response["headers"] = {"Retry-After": {"required": True, "schema": {"type": "string"}}}
-        responses[str(status)] = response
-    return responses
+    outcome = _content({"$ref": "#/components/schemas/OperationOutcome"})
+    return error_responses(statuses, outcome, challenged=(401, 403))
 
 
 AUTH = {

@@ -39,8 +39,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from cds.access import REVIEWER_SYSTEM, Principal, access_row
-from cds.audit import AuditLog, AuditUnavailable
+from cds.access import REVIEWER_SYSTEM, Principal
+from cds.app_state import (
+    public_base_url,
+    record_access,
+    service_registry,
+    settings,
+    snapshot_session,
+)
+from cds.audit import AuditUnavailable
 from cds.fhir_api.audit_events import result_reference
 from cds.review import charts, exports, queries
 from cds.review.accounts import USERNAME, AccountError, ReviewerAccounts
@@ -85,24 +92,12 @@ def _monitor() -> ChainMonitor:
     return current_app.extensions["wardround.chain_monitor"]
 
 
-def _audit() -> AuditLog:
-    return current_app.extensions["wardround.audit"]
-
-
-def _snapshot() -> Any:
-    return current_app.extensions["wardround.snapshot_sessions"]()
-
-
 def _services() -> list[str]:
-    return sorted(service.id for service in current_app.extensions["wardround.registry"])
-
-
-def _base_url() -> str:
-    return current_app.config.get("WARDROUND_PUBLIC_BASE_URL") or request.host_url.rstrip("/")
+    return sorted(service.id for service in service_registry())
 
 
 def _lifetime() -> timedelta:
-    return timedelta(minutes=current_app.config["WARDROUND_SETTINGS"].review_session_minutes)
+    return timedelta(minutes=settings().review_session_minutes)
 
 
 def _now() -> datetime:
@@ -133,11 +128,8 @@ def _session_principal() -> Principal | None:
 def _record(
     action: str, status: int = 200, principal: Principal | None = None, **fields: Any
 ) -> None:
-    who = principal or g.reviewer
     try:
-        _audit().record_access(
-            [access_row(who, action, status=status, remote_addr=request.remote_addr, **fields)]
-        )
+        record_access(principal or g.reviewer, action, status, **fields)
     except AuditUnavailable:
         log.error("access log write failed; answering 503")
         raise PageError(503, "The audit log is unavailable, so no audit data is shown.") from None
@@ -291,7 +283,7 @@ def _link(endpoint: str, where: CallFilter, **extra: Any) -> str:
 def calls() -> Response:
     form, where = _filter()
     size = int(form.size.data or 50)
-    with _snapshot() as db:
+    with snapshot_session() as db:
         page = queries.page_of_calls(db, where, size, form.before.data)
         query = where.as_query() | ({"before": [str(form.before.data)]} if form.before.data else {})
         _record(
@@ -319,7 +311,7 @@ def calls() -> Response:
 
 @bp.get("/calls/<int:seq>")
 def call_detail(seq: int) -> Response:
-    with _snapshot() as db:
+    with snapshot_session() as db:
         call = queries.one_call(db, seq)
         if call is None:
             raise PageError(404, "No call with this number.")
@@ -338,7 +330,7 @@ def card(card_uuid: str) -> Response:
     """Where a card is: its call's detail view, at the card."""
     if not _UUID.match(card_uuid):
         raise PageError(404, "No card with this id.")
-    with _snapshot() as db:
+    with snapshot_session() as db:
         seq = queries.call_of_card(db, card_uuid)
     if seq is None:
         raise PageError(404, "No card with this id.")
@@ -349,7 +341,7 @@ def card(card_uuid: str) -> Response:
 @bp.get("/summary")
 def summary() -> Response:
     form, where = _filter()
-    with _snapshot() as db:
+    with snapshot_session() as db:
         figures = queries.summarise(db, where)
     _record("summary", target="summary", query=where.as_query(), patient_id=where.patient,
             count=figures.calls)  # fmt: skip
@@ -387,7 +379,7 @@ def access_log() -> Response:
     if "auditor" not in g.reviewer.roles:
         raise PageError(403, "The access log is for auditors.")
     before = request.args.get("before", type=int)
-    with _snapshot() as db:
+    with snapshot_session() as db:
         rows, next_before = queries.page_of_access(db, 100, before)
     _record("access-log", target="access-log", count=len(rows))
     return _page(
@@ -401,7 +393,7 @@ def access_log() -> Response:
 def _export(kind: str, stream: Callable[[Iterator[Any]], Iterator[str]], mimetype: str,
             extension: str) -> Response:  # fmt: skip
     _, where = _filter()
-    db = _snapshot()
+    db = snapshot_session()
     try:
         up_to = queries.head_seq(db)
         count = queries.count_calls(db, where, up_to)
@@ -433,7 +425,7 @@ def export_csv() -> Response:
 
 @bp.get("/export.ndjson")
 def export_ndjson() -> Response:
-    base = _base_url()
+    base = public_base_url()
     return _export(
         "ndjson", lambda calls: exports.ndjson_stream(calls, base), "application/fhir+ndjson",
         "ndjson",
@@ -442,7 +434,7 @@ def export_ndjson() -> Response:
 
 @bp.get("/export.json")
 def export_bundle() -> Response:
-    base = _base_url()
+    base = public_base_url()
     return _export(
         "bundle", lambda calls: exports.bundle_stream(calls, base), "application/fhir+json", "json"
     )

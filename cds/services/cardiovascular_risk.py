@@ -20,24 +20,25 @@ from __future__ import annotations
 
 from cds.cards import Action, Card, Source, Suggestion
 from cds.config import Settings
+from cds.model_pages import card_links
 from cds.results import CardResult, Code
 from cds.services.registry import CdsService, HookCall, ServiceResult
 from cds.services.risk_common import (
-    RISK_OUTCOME_SYSTEM,
     basis,
     bullet_inputs,
     bullet_missing,
-    explanation_link,
     prefetch,
     result_inputs,
+    service_result,
     threshold,
+    usage_requirements,
 )
-from fhir_adapters.patient_context import PatientContext
+from fhir_adapters.patient_context import LOINC, PatientContext
 from models import registry
 from models.risk import evidence as ev
+from models.risk.catalog import RISK_OUTCOME_SYSTEM
 from models.risk.scores import anticoagulation, cha2ds2_vasc, has_bled, pce, statin
 
-LOINC = "http://loinc.org"
 PCE_CODE = Code(
     system=LOINC,
     code="79423-0",
@@ -66,6 +67,14 @@ AF_SOURCE = Source(label=anticoagulation.GUIDELINE, url=anticoagulation.GUIDELIN
 #: Default action threshold of the PCE card: borderline risk (2019 guideline) and above.
 PCE_DEFAULT_THRESHOLD = 0.05
 INDICATOR = {"borderline": "info", "intermediate": "warning", "high": "warning"}
+#: What the scores read (the learned models' list without the encounters).
+PREFETCH_KEYS = (
+    "patient",
+    "condition_history",
+    "medication_history",
+    "observations",
+    "smoking_status",
+)
 
 
 def _percent(probability: float) -> str:
@@ -146,7 +155,7 @@ def _pce_card(
         source=PCE_SOURCE,
         suggestions=suggestions,
         selectionBehavior="at-most-one" if suggestions else None,
-        links=explanation_link(settings, pce.SCORE_ID, "How the ASCVD risk and statin rules work"),
+        links=card_links(settings, pce.SCORE_ID, "How the ASCVD risk and statin rules work"),
     )
     result = CardResult(
         kind="risk-assessment",
@@ -208,7 +217,7 @@ def _pce_refusal_card(
         source=PCE_SOURCE,
         suggestions=suggestions,
         selectionBehavior="at-most-one" if suggestions else None,
-        links=explanation_link(settings, pce.SCORE_ID, "Which inputs the ASCVD risk needs"),
+        links=card_links(settings, pce.SCORE_ID, "Which inputs the ASCVD risk needs"),
     )
     result = CardResult(
         kind="risk-assessment",
@@ -307,7 +316,7 @@ def _af_card(
         source=AF_SOURCE,
         suggestions=suggestions,
         selectionBehavior="at-most-one" if suggestions else None,
-        links=explanation_link(
+        links=card_links(
             settings, cha2ds2_vasc.SCORE_ID, "How CHA2DS2-VASc and HAS-BLED are scored"
         ),
     )
@@ -357,11 +366,7 @@ def assess(call: HookCall) -> ServiceResult:
         af = _af_card(settings, patient, stroke, bleeding, advice) if advice else None
         if af:
             pairs.append(af)
-    return ServiceResult(
-        cards=[card for card, _ in pairs],
-        models=models,
-        results={card.uuid: result for card, result in pairs},
-    )
+    return service_result(pairs, models)
 
 
 SERVICE = CdsService(
@@ -374,12 +379,8 @@ SERVICE = CdsService(
         "when there is something to act on."
     ),
     handler=assess,
-    prefetch=prefetch(
-        "patient", "condition_history", "medication_history", "observations", "smoking_status"
-    ),
-    usage_requirements=(
-        "Send the patient, condition_history, medication_history, observations and "
-        "smoking_status prefetch, or fhirServer with fhirAuthorization so the service fetches "
-        "them. A score whose inputs could not be read says so instead of guessing."
+    prefetch=prefetch(PREFETCH_KEYS),
+    usage_requirements=usage_requirements(
+        PREFETCH_KEYS, "A score whose inputs could not be read says so instead of guessing."
     ),
 )

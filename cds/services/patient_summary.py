@@ -1,7 +1,8 @@
 """Built-in ``patient-view`` service: a one-card summary of who the patient is.
 
 It proves the whole path (auth → validation → prefetch → FHIR R4 parsing → card →
-audit); the clinical services of later issues sit beside it in the registry.
+audit); the clinical services (drug safety, report findings, pneumonia, risk) sit beside
+it in the registry.
 """
 
 from __future__ import annotations

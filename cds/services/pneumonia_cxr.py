@@ -6,8 +6,9 @@ chest images. For each study, newest first:
 
 * calibrated probability ≥ the model's operating threshold → a **warning** card worded as
   decision support ("Findings suggestive of pneumonia (p = 0.87); radiologist review
-  required"), linking to the study (viewer and/or DICOMweb), naming the model version, with
-  a ``risk-assessment`` result (SNOMED CT 233604007, the probability, the study);
+  required"), linking to the study (viewer and/or DICOMweb) and to the model card
+  (``/models/pneumonia-cxr/``), naming the model version, with a ``risk-assessment``
+  result (SNOMED CT 233604007, the probability, the study);
 * a chest study none of whose images could be read → an **info** card saying why;
 * below the threshold → no card. A negative reading from this model is not evidence of
   absence, and a "no pneumonia" card would invite false reassurance and alert fatigue.
@@ -23,13 +24,15 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from cds.cards import Card, Link, Source
+from cds.model_pages import MODEL_CARD_LABEL, card_links
 from cds.results import CardResult, Code, Input
 from cds.services.registry import CdsService, HookCall, ServiceResult
 from fhir_adapters import PATIENT_CONTEXT_PREFETCH
 from fhir_adapters.imaging import ImagingStudyRef
 from fhir_adapters.parsing import fhir_datetime
+from fhir_adapters.patient_context import SNOMED
 from models import registry
-from models.imaging import MODEL_ID, PNEUMONIA, SNOMED, StudyAssessment, assess_studies
+from models.imaging import MODEL_ID, PNEUMONIA, StudyAssessment, assess_studies
 
 if TYPE_CHECKING:
     from models.imaging.classifier import PneumoniaClassifier
@@ -124,7 +127,7 @@ def positive_card(assessment: StudyAssessment, call: HookCall, model: PneumoniaC
         detail=detail,
         indicator="warning",
         source=_source(model.identity.version),
-        links=_links(assessment, call),
+        links=_links(assessment, call) + card_links(call.settings, MODEL_ID, MODEL_CARD_LABEL),
     )
 
 

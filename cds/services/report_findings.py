@@ -14,8 +14,9 @@ action:
 
 Negated or resolved findings never raise a card. For each finding the newest report that
 mentions it decides: a newer "the pneumothorax has resolved" silences an older one. Each
-card quotes the sentence that triggered it and links to the source report (an absolute
-URL when the request names its ``fhirServer``), and carries a ``CardResult`` observation
+card quotes the sentence that triggered it, links to the source report (an absolute URL
+when the request names its ``fhirServer``) and to the model card (``/models/report-nlp/``),
+and carries a ``CardResult`` observation
 (SNOMED CT code, assertion, probability, evidence sentence, basis the report).
 """
 
@@ -26,13 +27,14 @@ from typing import Any
 
 from cds.cards import Action, Card, Coding, Link, Source, Suggestion
 from cds.config import Settings
+from cds.model_pages import MODEL_CARD_LABEL, card_links
 from cds.results import CardResult, Code
 from cds.services.registry import CdsService, HookCall, ServiceResult
 from fhir_adapters import PATIENT_CONTEXT_PREFETCH, PatientContext
+from fhir_adapters.patient_context import SNOMED
 from fhir_adapters.report_text import ReportText
 from models import registry
 from models.nlp import MODEL_ID
-from models.nlp.findings import SNOMED
 from models.nlp.fleischner import ASSUMPTIONS, SOURCE, SOURCE_URL, FollowUp, follow_up
 from models.nlp.reader import FindingResult
 
@@ -139,7 +141,7 @@ def _result(finding: FindingResult, report: ReportText, facts: dict[str, Any]) -
 
 
 def _pneumothorax_card(
-    finding: FindingResult, report: ReportText, fhir_server: str | None
+    finding: FindingResult, report: ReportText, fhir_server: str | None, model_links: list[Link]
 ) -> tuple[Card, CardResult]:
     certain = finding.assertion == "present" and finding.basis == "text"
     lead = "Pneumothorax" if certain else "Possible pneumothorax (uncertain)"
@@ -156,7 +158,7 @@ def _pneumothorax_card(
         ),
         indicator="critical" if certain else "warning",
         source=Source(label=SOURCE_LABEL),
-        links=links,
+        links=links + model_links,
         overrideReasons=list(OVERRIDE_REASONS) if certain else None,
     )
     return card, _result(finding, report, {})
@@ -194,6 +196,7 @@ def _nodule_card(
     patient: PatientContext,
     fhir_server: str | None,
     now: datetime,
+    model_links: list[Link],
 ) -> tuple[Card, CardResult] | None:
     plan = follow_up(finding.evidence or "", patient.age_years)
     if plan.benign:
@@ -238,7 +241,7 @@ def _nodule_card(
         ),
         indicator="info" if plan.optional else "warning",
         source=Source(label=SOURCE_LABEL, url=SOURCE_URL),
-        links=links,
+        links=links + model_links,
         suggestions=suggestions,
         selectionBehavior="at-most-one" if suggestions else None,
     )
@@ -271,15 +274,18 @@ def read_findings(call: HookCall, lookback_days: int, now: datetime) -> ServiceR
     reader = registry.get(MODEL_ID)
     read = reader.read([r.text for r in reports])
     fhir_server = call.request.fhirServer
+    model_links = card_links(call.settings, MODEL_ID, MODEL_CARD_LABEL)
     cards: list[Card] = []
     results: dict[str, CardResult] = {}
     for label, (finding, report) in _newest_mentions(reports, read).items():
         if finding.assertion == "absent":
             continue  # negated or resolved in the newest report that mentions it
         if label == PNEUMOTHORAX:
-            made: tuple[Card, CardResult] | None = _pneumothorax_card(finding, report, fhir_server)
+            made: tuple[Card, CardResult] | None = _pneumothorax_card(
+                finding, report, fhir_server, model_links
+            )
         else:
-            made = _nodule_card(finding, report, call.patient, fhir_server, now)
+            made = _nodule_card(finding, report, call.patient, fhir_server, now, model_links)
         if made is not None:
             cards.append(made[0])
             results[made[0].uuid] = made[1]

@@ -1,22 +1,41 @@
 """What the two risk services share: inputs as card text and as result data, thresholds,
-the explanation link."""
+the prefetch they declare and the result they return."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from cds.cards import Link
+from cds.cards import Card
 from cds.config import Settings
-from cds.model_pages import page_url
-from cds.results import Input
+from cds.results import CardResult, Input
+from cds.services.registry import ServiceResult
 from fhir_adapters import PATIENT_CONTEXT_PREFETCH
+from models.artifacts import ModelIdentity
 from models.risk.evidence import Evidence, Missing
 
-RISK_OUTCOME_SYSTEM = "urn:wardround:risk:outcome"
 
-
-def prefetch(*keys: str) -> dict[str, str]:
+def prefetch(keys: Sequence[str]) -> dict[str, str]:
     return {key: PATIENT_CONTEXT_PREFETCH[key] for key in keys}
+
+
+def usage_requirements(keys: Sequence[str], then: str) -> str:
+    """Discovery's ``usageRequirements``: which prefetch to send (or to let us fetch)."""
+    named = ", ".join(keys[:-1]) + f" and {keys[-1]}"
+    return (
+        f"Send the {named} prefetch, or fhirServer with fhirAuthorization so the service "
+        f"fetches them. {then}"
+    )
+
+
+def service_result(
+    pairs: Sequence[tuple[Card, CardResult]], models: Sequence[ModelIdentity]
+) -> ServiceResult:
+    """The cards in order, each with its result, and every model that ran."""
+    return ServiceResult(
+        cards=[card for card, _ in pairs],
+        models=list(models),
+        results={card.uuid: result for card, result in pairs},
+    )
 
 
 def threshold(settings: Settings | None, model_id: str, default: float) -> float:
@@ -24,11 +43,6 @@ def threshold(settings: Settings | None, model_id: str, default: float) -> float
     if settings is None:
         return default
     return float(settings.risk_thresholds.get(model_id, default))
-
-
-def explanation_link(settings: Settings | None, model_id: str, label: str) -> list[Link]:
-    url = page_url(settings.public_base_url, model_id) if settings else None
-    return [Link(label=label, url=url, type="absolute")] if url else []
 
 
 def result_inputs(items: Iterable[Evidence]) -> tuple[Input, ...]:

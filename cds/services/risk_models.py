@@ -19,17 +19,19 @@ from typing import TYPE_CHECKING
 
 from cds.cards import Card, Source
 from cds.config import Settings
+from cds.model_pages import MODEL_CARD_LABEL, card_links
 from cds.results import CardResult, Code, Factor
 from cds.services.registry import CdsService, HookCall, ServiceResult
 from cds.services.risk_common import (
-    RISK_OUTCOME_SYSTEM,
     basis,
-    explanation_link,
     prefetch,
     result_inputs,
+    service_result,
     threshold,
+    usage_requirements,
 )
 from models import registry
+from models.risk.catalog import PREFETCH_KEYS, RISK_OUTCOME_SYSTEM
 from models.risk.evidence import Evidence
 from models.risk.features.evaluate import FeaturesUnavailable
 
@@ -97,7 +99,7 @@ def _card(
         detail=_detail(model, prediction),
         indicator=INDICATOR[band],  # type: ignore[arg-type]
         source=Source(label=f"Wardround risk model {model.id} {model.identity.version}"),
-        links=explanation_link(settings, model.id, "Model card: data, method, performance"),
+        links=card_links(settings, model.id, MODEL_CARD_LABEL),
     )
     evidence = [f.evidence for f in prediction.factors if f.evidence is not None]
     result = CardResult(
@@ -147,11 +149,7 @@ def assess(call: HookCall) -> ServiceResult:
             continue
         if prediction.band is not None:
             pairs.append(_card(call.settings, model, prediction))
-    return ServiceResult(
-        cards=[card for card, _ in pairs],
-        models=models,
-        results={card.uuid: result for card, result in pairs},
-    )
+    return service_result(pairs, models)
 
 
 SERVICE = CdsService(
@@ -164,17 +162,8 @@ SERVICE = CdsService(
         "prediction: a card only when the risk reaches the model's threshold."
     ),
     handler=assess,
-    prefetch=prefetch(
-        "patient",
-        "condition_history",
-        "medication_history",
-        "encounters",
-        "observations",
-        "smoking_status",
-    ),
-    usage_requirements=(
-        "Send the patient, condition_history, medication_history, encounters, observations "
-        "and smoking_status prefetch, or fhirServer with fhirAuthorization so the service "
-        "fetches them. Trained on synthetic data: see each card's model card link."
+    prefetch=prefetch(PREFETCH_KEYS),
+    usage_requirements=usage_requirements(
+        PREFETCH_KEYS, "Trained on synthetic data: see each card's model card link."
     ),
 )

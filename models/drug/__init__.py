@@ -9,7 +9,6 @@ knowledge produced a card.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from fhir_adapters.patient_context import Medication, PatientContext
-from models.artifacts import ModelIdentity
+from models.artifacts import ModelIdentity, files_sha256
 from models.drug.allergy import find_allergy_conflicts
 from models.drug.duplicates import find_duplicates
 from models.drug.findings import SEVERITY_RANK, Citation, Finding
@@ -36,11 +35,7 @@ Mode = Literal["select", "sign"]
 
 @cache
 def knowledge_sha256() -> str:
-    digest = hashlib.sha256()
-    for path in sorted(KNOWLEDGE.glob("*.csv")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return files_sha256(KNOWLEDGE, "*.csv")
 
 
 def knowledge_digest() -> str:

@@ -34,7 +34,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fhir_adapters.patient_context import RXNORM, SNOMED, Dosage, Medication
+from fhir_adapters.patient_context import SNOMED, Dosage, Medication
+from models.draft_orders import dosage_instruction, medication_request
 from models.drug.findings import SEVERITY_RANK, Citation, Finding, Severity, SuggestedAction
 from models.drug.normalise import DrugIdentity, ingredient_classes
 
@@ -374,24 +375,14 @@ def daily_mme(identity: DrugIdentity, dosages: Sequence[Dosage]) -> MmeResult | 
 
 def naloxone_request(patient_id: str | None) -> dict[str, Any]:
     """A draft FHIR R4 MedicationRequest for naloxone 4 mg nasal spray (RxNorm 1725059)."""
-    resource: dict[str, Any] = {
-        "resourceType": "MedicationRequest",
-        "status": "draft",
-        "intent": "order",
-        "medicationCodeableConcept": {
-            "coding": [{"system": RXNORM, "code": NALOXONE_RXCUI, "display": NALOXONE_DISPLAY}],
-            "text": "Naloxone 4 mg nasal spray",
-        },
-        "dosageInstruction": [
-            {
-                "text": NALOXONE_DIRECTIONS,
-                "asNeededCodeableConcept": {"text": "suspected opioid overdose"},
-            }
-        ],
-    }
-    if patient_id:
-        resource["subject"] = {"reference": f"Patient/{patient_id}"}
-    return resource
+    return medication_request(
+        patient_id,
+        (NALOXONE_RXCUI, NALOXONE_DISPLAY),
+        text="Naloxone 4 mg nasal spray",
+        instruction=dosage_instruction(
+            text=NALOXONE_DIRECTIONS, as_needed="suspected opioid overdose"
+        ),
+    )
 
 
 def _names(names: Sequence[str], limit: int) -> str:

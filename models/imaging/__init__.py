@@ -32,7 +32,6 @@ MODEL_ID = "pneumonia-cxr"
 MODEL_VERSION = "1.0.0"
 ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts" / MODEL_ID
 #: SNOMED CT 233604007 |Pneumonia (disorder)|: what a positive result is about.
-SNOMED = "http://snomed.info/sct"
 PNEUMONIA = ("233604007", "Pneumonia")
 
 
@@ -48,7 +47,6 @@ __all__ = [
     "MODEL_ID",
     "MODEL_VERSION",
     "PNEUMONIA",
-    "SNOMED",
     "ImageOutcome",
     "StudyAssessment",
     "assess_studies",

@@ -12,7 +12,6 @@ subset in ``shared/data`` (CC BY 4.0). It is read at training time and never shi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +23,11 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from fhir_adapters.imaging import DX_FOR_PRESENTATION, decode_dataset
 from models.imaging.preprocess import PreprocessSpec, preprocess
+from models.shared_data import shared_data
 
-REPO = Path(__file__).resolve().parents[2]
 NPZ = Path("pneumoniamnist") / "pneumoniamnist_28_dev.npz"
 #: UIDs of the in-memory training objects (never stored anywhere).
 UID_ROOT = "2.25.1"
-
-
-def shared_data_dir() -> Path:
-    """``WARDROUND_SHARED_DATA``, else ``../shared/data`` beside the repository."""
-    configured = os.environ.get("WARDROUND_SHARED_DATA")
-    return Path(configured) if configured else REPO.parent / "shared" / "data"
 
 
 @dataclass(frozen=True)
@@ -46,7 +39,7 @@ class PneumoniaMnist:
 
 
 def load_pneumoniamnist(path: Path | None = None) -> PneumoniaMnist:
-    path = path or shared_data_dir() / NPZ
+    path = path or shared_data() / NPZ
     if not path.is_file():
         raise FileNotFoundError(f"PneumoniaMNIST not found at {path} (set WARDROUND_SHARED_DATA)")
     with np.load(path) as npz:

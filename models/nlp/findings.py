@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SNOMED = "http://snomed.info/sct"
+from fhir_adapters.patient_context import SNOMED
+
 #: For the one finding with no SNOMED CT concept of its own meaning ("no acute finding").
 LOCAL = "urn:wardround:report-nlp:finding"
 

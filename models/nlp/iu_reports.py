@@ -27,15 +27,14 @@ mention (absent / uncertain) comes from the text, not from these labels.
 from __future__ import annotations
 
 import csv
-import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from models.nlp.findings import ACUTE_LABELS, LABELS, NO_ACUTE
+from models.shared_data import shared_data
 
-REPO = Path(__file__).resolve().parents[2]
 PROBLEM_LABELS: dict[str, tuple[str, ...]] = {
     "Cardiomegaly": ("cardiomegaly",),
     "Pleural Effusion": ("pleural_effusion",),
@@ -82,10 +81,6 @@ class IuReport:
     #: "FINDINGS: …\n\nIMPRESSION: …" (the two sections the labels were curated from).
     text: str
     labels: frozenset[str]
-
-
-def shared_data() -> Path:
-    return Path(os.environ.get("WARDROUND_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 def reports_csv() -> Path:

@@ -31,6 +31,16 @@ from models.risk.kb import CodeMatch
 
 RISK_OUTCOME_SYSTEM = "urn:wardround:risk:outcome"
 YEAR = 365
+#: The prefetch keys the learned models read: what the ``risk-models`` service declares and
+#: what training builds each index date's PatientContext from (one list, so they agree).
+PREFETCH_KEYS = (
+    "patient",
+    "condition_history",
+    "medication_history",
+    "encounters",
+    "observations",
+    "smoking_status",
+)
 
 
 @dataclass(frozen=True)

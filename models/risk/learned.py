@@ -97,7 +97,6 @@ class LearnedRiskModel:
         self.booster.set_param({"nthread": 1})
         if self.booster.feature_names != self.features.names:
             raise ArtifactInvalid(f"{artifact.id}: booster features differ from the feature spec")
-        self.card = MODEL_CARD
 
     @property
     def identity(self) -> ModelIdentity:

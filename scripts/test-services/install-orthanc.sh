@@ -8,6 +8,7 @@
 # start the system service; a temporary policy-rc.d (exit 101 = "action forbidden") stops
 # invoke-rc.d and deb-systemd-invoke from doing so.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 ORTHANC_BIN="${WARDROUND_ORTHANC:-/usr/sbin/Orthanc}"
 DICOMWEB_PLUGIN="${WARDROUND_ORTHANC_DICOMWEB_PLUGIN:-/usr/share/orthanc/plugins/libOrthancDicomWeb.so}"
@@ -20,22 +21,8 @@ if installed; then
     exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-    SUDO=()
-elif command -v sudo >/dev/null 2>&1; then
-    SUDO=(sudo)
-else
-    echo "install-orthanc.sh: Orthanc or its DICOMweb plugin is missing and this user is" \
-        "not root (no sudo either): install the Debian packages orthanc and" \
-        "orthanc-dicomweb" >&2
-    exit 1
-fi
-
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-orthanc.sh: apt-get not found; install Orthanc 1.10+ and the DICOMweb" \
-        "plugin by hand (set WARDROUND_ORTHANC / WARDROUND_ORTHANC_DICOMWEB_PLUGIN)" >&2
-    exit 1
-fi
+apt_root "install Orthanc 1.10+ and the DICOMweb plugin by hand (Debian packages orthanc" \
+    "and orthanc-dicomweb; set WARDROUND_ORTHANC / WARDROUND_ORTHANC_DICOMWEB_PLUGIN)"
 
 POLICY=/usr/sbin/policy-rc.d
 created_policy=0
@@ -52,13 +39,9 @@ if [ ! -e "$POLICY" ]; then
     created_policy=1
 fi
 
-echo "install-orthanc.sh: installing orthanc and orthanc-dicomweb" >&2
-"${SUDO[@]}" apt-get update -qq
-"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb
+apt_install orthanc orthanc-dicomweb
 
 if ! installed; then
-    echo "install-orthanc.sh: installed, but $ORTHANC_BIN or $DICOMWEB_PLUGIN is still" \
-        "missing" >&2
+    echo "$SCRIPT: installed, but $ORTHANC_BIN or $DICOMWEB_PLUGIN is still missing" >&2
     exit 1
 fi

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import re
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,7 @@ from models.drug.allergy import (
 )
 from models.drug.normalise import CLASS_VOCABULARY, DrugIdentity
 from tests.drug.identities import drug
-
-SHARED_SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea-r4"
+from tests.support.missing import shared_file
 
 
 def allergy(
@@ -170,7 +168,6 @@ def test_food_and_environmental_allergies_never_match_a_drug():
     assert conflicts(AMOXICILLIN, nut, dander) == []
 
 
-@pytest.mark.skipif(not SHARED_SYNTHEA.is_dir(), reason="shared Synthea data not present")
 def test_no_allergy_in_the_shared_synthea_sample_is_mistaken_for_a_drug():
     # The shared sample's AllergyIntolerances are foods and environmental allergens
     # (SNOMED CT findings such as 91934008 Allergy to nut): none may resolve to a drug.
@@ -179,7 +176,7 @@ def test_no_allergy_in_the_shared_synthea_sample_is_mistaken_for_a_drug():
     from fhir_adapters.synthea import load_bundle, resources_by_type
 
     seen: set[tuple[tuple[str | None, str | None], ...]] = set()
-    for path in sorted(SHARED_SYNTHEA.glob("*.gz")):
+    for path in sorted(shared_file("synthea-r4").glob("*.gz")):
         for resource in resources_by_type(load_bundle(path)).get("AllergyIntolerance", []):
             key = tuple((c.get("system"), c.get("code")) for c in resource["code"]["coding"])
             if key in seen:

@@ -27,6 +27,7 @@ from test_prefetch_properties import SETTINGS, _who, mutate, post
 from cds.demo import patient_view_request
 from tests.conftest import synthea_bundles
 from tests.support.fault_proxy import fault_proxy
+from tests.support.fhir_server import fhir_authorization
 
 pytestmark = pytest.mark.fhir_server
 FEWER = settings(SETTINGS, max_examples=50)  # each example makes two real FHIR round trips
@@ -57,10 +58,7 @@ def _request(bundle, proxy, fhir_server) -> dict[str, Any]:  # type: ignore[no-u
     body = patient_view_request(bundle, keys=())
     del body["prefetch"]
     body["fhirServer"] = proxy.base_url
-    body["fhirAuthorization"] = {
-        "access_token": fhir_server.token, "token_type": "Bearer", "expires_in": 300,
-        "scope": "patient/*.read", "subject": "wardround",
-    }  # fmt: skip
+    body["fhirAuthorization"] = fhir_authorization(fhir_server.token)
     return body
 
 

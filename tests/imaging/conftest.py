@@ -3,7 +3,6 @@ and chest X-ray DICOM objects built with the same builder as the Orthanc fixture
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,20 +16,15 @@ from models import registry
 from models.imaging import MODEL_ID
 from models.imaging.classifier import PneumoniaClassifier
 from models.imaging.dataset import NPZ, PneumoniaMnist, load_pneumoniamnist
-from tests.conftest import SHARED_DATA
 from tests.support.dicom_fixtures import Patient, dicom_bytes, xray_dataset
+from tests.support.missing import shared_file
 
 PATIENT = Patient(id="imaging-test", name="Test^Imaging", sex="F", birth_date=None)
 
 
 @pytest.fixture(scope="session")
 def pneumoniamnist() -> PneumoniaMnist:
-    path = SHARED_DATA / NPZ
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"shared data missing: {path} (required under CI)")
-        pytest.skip(f"shared data missing: {path}")
-    return load_pneumoniamnist(path)
+    return load_pneumoniamnist(shared_file(NPZ))
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ def test_the_registry_serves_the_verified_artifact(classifier: PneumoniaClassifi
     assert (artifact.id, artifact.version) == (MODEL_ID, MODEL_VERSION)
     assert set(artifact.files) == {"model.safetensors", "model.json", "preprocess.json"}
     assert artifact.sha256 in MODEL_CARD.read_text()  # the card describes this artifact
-    assert (MODEL_CARD.parent / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (MODEL_CARD.parent / "model_card" / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_held_out_metrics_in_the_manifest_are_those_of_the_shipped_weights(

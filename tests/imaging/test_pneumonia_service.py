@@ -34,17 +34,18 @@ from fhir_adapters.dicomweb_auth import origin_of
 from models.imaging import MODEL_ID
 from models.imaging.classifier import PneumoniaClassifier
 from models.imaging.dataset import PneumoniaMnist, model_inputs
-from tests.conftest import AppFactory, HookClient, Mint
+from tests.conftest import BASE_URL, AppFactory, HookClient, Mint
 from tests.support.dicom_fixtures import (
     FixtureStudy,
     Patient,
     bad_study,
     dicom_bytes,
     fixture_uid,
+    wado_rs_endpoint,
     xray_dataset,
 )
 from tests.support.dicomweb_server import DicomWebServer
-from tests.support.fhir_server import FhirServer
+from tests.support.fhir_server import FhirServer, fhir_authorization
 from tests.test_audit_log import rows_of, verify
 
 pytestmark = [pytest.mark.fhir_server, pytest.mark.dicomweb]
@@ -218,17 +219,7 @@ def scenario(
                 fhir_server.request(
                     "PUT",
                     f"Endpoint/{endpoint_id}",
-                    {
-                        "resourceType": "Endpoint",
-                        "id": endpoint_id,
-                        "status": "active",
-                        "connectionType": {
-                            "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
-                            "code": "dicom-wado-rs",
-                        },
-                        "payloadType": [{"text": "DICOM"}],
-                        "address": dicomweb_server.base_url,
-                    },
+                    wado_rs_endpoint(endpoint_id, dicomweb_server.base_url),
                 )
             )
             for study in studies.values():
@@ -266,23 +257,13 @@ def undecodable_dataset(data: bytes, like: Dataset) -> Dataset:
 
 
 # --------------------------------------------------------------------------- calling it
-def _authorization(token: str) -> dict[str, Any]:
-    return {
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "wardround",
-    }
-
-
 def _request(fhir_server: FhirServer, patient_id: str, **extra: Any) -> dict[str, Any]:
     return {
         "hook": "patient-view",
         "hookInstance": str(uuid.uuid4()),
         "context": {"userId": "Practitioner/example", "patientId": patient_id},
         "fhirServer": fhir_server.base_url,
-        "fhirAuthorization": _authorization(fhir_server.token),
+        "fhirAuthorization": fhir_authorization(fhir_server.token),
     } | extra
 
 
@@ -347,6 +328,7 @@ def test_recent_chest_radiographs_end_to_end(
     assert [link["url"] for link in warning["links"]] == [
         VIEWER.format(study_uid=positive.uid),
         f"{dicomweb_server.base_url}/studies/{positive.uid}",
+        f"{BASE_URL}/models/{MODEL_ID}/",
     ]
 
     started = undecodable.imaging_study["started"][:10]
@@ -421,17 +403,7 @@ def test_a_synthea_study_on_the_pacs_reads_like_its_training_twin(
         fhir_server.request(
             "PUT",
             f"Endpoint/{endpoint_id}",
-            {
-                "resourceType": "Endpoint",
-                "id": endpoint_id,
-                "status": "active",
-                "connectionType": {
-                    "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
-                    "code": "dicom-wado-rs",
-                },
-                "payloadType": [{"text": "DICOM"}],
-                "address": dicomweb_server.base_url,
-            },
+            wado_rs_endpoint(endpoint_id, dicomweb_server.base_url),
         )
     )
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -16,17 +15,14 @@ from models.nlp.heads import VARIANTS
 from models.nlp.iu_reports import load_reports, split
 from models.nlp.reader import ReportReader
 from models.nlp.training import MODEL_CARD, evaluate
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import REPO
+from tests.support.missing import shared_file
 
-IU_CSV = SHARED_DATA / "iu-xray-reports" / "reports.csv"
+IU_CSV = "iu-xray-reports/reports.csv"
 
 
 def _iu_reports():  # type: ignore[no-untyped-def]
-    if not IU_CSV.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"shared data missing: {IU_CSV} (required under CI)")
-        pytest.skip(f"shared data missing: {IU_CSV}")
-    return load_reports(IU_CSV)
+    return load_reports(shared_file(IU_CSV))
 
 
 def test_the_registry_serves_the_verified_artifact(reader: ReportReader) -> None:
@@ -49,9 +45,8 @@ def test_the_split_is_disjoint_and_matches_the_seeded_split() -> None:
 
 def test_the_shipped_model_reproduces_its_test_numbers(reader: ReportReader) -> None:
     """What `cds nlp evaluate` checks: the whole held-out split, the real transformer."""
-    _iu_reports()
     artifact = load_artifact(ARTIFACT_DIR)
-    measured = evaluate(artifact, IU_CSV, encoder=reader.encoder)
+    measured = evaluate(artifact, shared_file(IU_CSV), encoder=reader.encoder)
     recorded = artifact.metadata["metrics"]["held_out_test"][artifact.metadata["variant"]]
     assert measured["macro_f1"] == pytest.approx(recorded["macro_f1"], abs=1e-4)
     assert measured["per_finding"] == {

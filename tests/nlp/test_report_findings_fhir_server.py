@@ -12,20 +12,20 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from cds.audit.tables import Card as AuditCard
 from cds.audit.tables import Invocation
 from cds.cards import Card
-from models.nlp import ARTIFACT_DIR
+from models.nlp import ARTIFACT_DIR, MODEL_ID
 from models.nlp.iu_reports import report_text
-from tests.conftest import SHARED_DATA, HookClient
+from tests.conftest import BASE_URL, HookClient
+from tests.support.fhir_server import fhir_authorization
+from tests.support.missing import shared_file
 from tests.test_audit_log import rows_of, verify
 
 pytestmark = pytest.mark.fhir_server
@@ -34,11 +34,7 @@ SERVICE_ID = "report-findings"
 
 def _held_out_pneumothorax_report() -> str:
     """The first held-out IU report indexed Pneumothorax whose impression names it."""
-    path = SHARED_DATA / "iu-xray-reports" / "reports.csv"
-    if not path.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"shared data missing: {path} (required under CI)")
-        pytest.skip(f"IU X-ray reports missing at {path}")
+    path = shared_file("iu-xray-reports/reports.csv")
     test_ids = set(json.loads((ARTIFACT_DIR / "split.json").read_text())["test"])
     with path.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
@@ -49,16 +45,6 @@ def _held_out_pneumothorax_report() -> str:
             ):
                 return report_text(row["findings"], row["impression"])
     pytest.fail("no held-out IU report indexed Pneumothorax")
-
-
-def _authorization(token: str) -> dict[str, Any]:
-    return {
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "wardround",
-    }
 
 
 @pytest.fixture
@@ -101,7 +87,7 @@ def test_a_report_on_the_fhir_server_becomes_a_linked_audited_card(
         "hookInstance": str(uuid.uuid4()),
         "context": {"userId": "Practitioner/example", "patientId": patient_id},
         "fhirServer": fhir_server.base_url,
-        "fhirAuthorization": _authorization(fhir_server.token),
+        "fhirAuthorization": fhir_authorization(fhir_server.token),
     }
     response = hooks.call(SERVICE_ID, body)
     assert response.status_code == 200, response.json
@@ -109,8 +95,9 @@ def test_a_report_on_the_fhir_server_becomes_a_linked_audited_card(
     assert len(cards) == 1, (response.json, rows_of(database_url, Invocation)[-1].prefetch_fetched)
     card = Card.model_validate(cards[0])
     assert card.indicator in ("critical", "warning")
-    (link,) = card.links or []
+    link, model_card = card.links or []
     assert link.url == f"{fhir_server.base_url}/DiagnosticReport/{report_id}"
+    assert model_card.url == f"{BASE_URL}/models/{MODEL_ID}/"
     quoted = card.detail.split("\n\n")[0].removeprefix("> ")  # type: ignore[union-attr]
     assert " ".join(quoted.split()).replace("\\", "") in " ".join(text.split())
 

@@ -6,7 +6,6 @@ when a test fails. Missing PostgreSQL binaries skip the suite, or fail it under 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,7 @@ import pytest
 
 from tests.conftest import SigningKey, claims_for, sign, synthea_bundles
 from tests.reliability.harness import GunicornServer, HarnessUnavailable, PgCluster
-
-
-def unavailable(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"required under CI: {message}")
-    pytest.skip(message)
+from tests.support.missing import unavailable
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import requests
 
 from cds.demo import patient_view_request
 from tests.conftest import synthea_bundles
+from tests.support.fhir_server import fhir_authorization
 
 pytestmark = pytest.mark.fhir_server
 
@@ -34,13 +35,7 @@ def _body(fhir_server, prefetched: bool, index: int) -> dict:
     if not prefetched:
         del body["prefetch"]
     body["fhirServer"] = fhir_server.base_url
-    body["fhirAuthorization"] = {
-        "access_token": fhir_server.token,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "wardround",
-    }
+    body["fhirAuthorization"] = fhir_authorization(fhir_server.token)
     return body
 
 

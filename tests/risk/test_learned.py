@@ -19,8 +19,9 @@ from fhir_adapters.synthea import load_bundle, prefetch_for, resources_by_type
 from fhir_adapters.time_shift import days_between, shift_record
 from models import registry
 from models.artifacts import ArtifactInvalid, load_artifact, write_manifest
+from models.risk.catalog import PREFETCH_KEYS
 from models.risk.learned import ARTIFACTS, MODEL_CARD, NotEligible, load
-from models.risk.training.dataset import TRAINING_KEYS, context_as_of
+from models.risk.training.dataset import context_as_of
 from tests.conftest import SYNTHEA, synthea_bundles
 from tests.risk.builders import condition, patient
 from tests.test_audit_log import rows_of
@@ -35,7 +36,7 @@ def _today_context(bundle: Path):  # type: ignore[no-untyped-def]
     shifted = shift_record(resources, days_between(EXPORT_DAY, date.today()))
     prefetch = prefetch_for(shifted)
     return context_builder.build_patient_context(
-        {k: prefetch[k] for k in TRAINING_KEYS}, shifted["Patient"][0]["id"]
+        {k: prefetch[k] for k in PREFETCH_KEYS}, shifted["Patient"][0]["id"]
     )
 
 
@@ -151,7 +152,7 @@ def test_the_service_serves_the_training_pipelines_probability(
             "hook": "patient-view",
             "hookInstance": str(uuid.uuid4()),
             "context": {"userId": "Practitioner/1", "patientId": patient_id},
-            "prefetch": {key: prefetch[key] for key in TRAINING_KEYS},
+            "prefetch": {key: prefetch[key] for key in PREFETCH_KEYS},
         }
         path = "/cds-services/risk-models"
         response = client.post(path, json=body, headers={"Authorization": f"Bearer {mint(path)}"})

@@ -391,6 +391,23 @@ def synthea_xray_instances(
 
 
 # --------------------------------------------------------------------------- built studies
+def wado_rs_endpoint(endpoint_id: str, address: str) -> dict[str, Any]:
+    """An active FHIR ``Endpoint`` for a DICOMweb (WADO-RS) service at ``address``: what an
+    ImagingStudy's ``endpoint`` names for the adapters to retrieve its instances from."""
+    return {
+        "resourceType": "Endpoint",
+        "id": endpoint_id,
+        "status": "active",
+        "connectionType": {
+            "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+            "code": "dicom-wado-rs",
+        },
+        "payloadType": [{"text": "DICOM"}],
+        "payloadMimeType": ["application/dicom"],
+        "address": address,
+    }
+
+
 def imaging_study_json(
     name: str, patient_id: str, study_uid: str, series: list[tuple[str, str, str, str]]
 ) -> dict[str, Any]:

@@ -33,8 +33,10 @@ from typing import Any
 import pytest
 import requests
 
+from models.shared_data import shared_data
 from tests.support.dicom_fixtures import DicomFixtureSet, build_fixture_set
 from tests.support.live_server import ServerProcess, free_port
+from tests.support.missing import shared_file, unavailable
 
 ORTHANC_CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc", "/usr/local/bin/Orthanc")
 PLUGIN_CANDIDATES = (
@@ -181,31 +183,21 @@ class DicomWebServer:
         return session
 
 
-def _unavailable(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (required under CI)")
-    pytest.skip(f"{message} (allowed only outside CI)")
-
-
 @pytest.fixture(scope="session")
 def dicomweb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DicomWebServer]:
     """Orthanc + DICOMweb on a free port, loaded with every DICOM fixture, for the session."""
-    from tests.conftest import SHARED_DATA
-
     try:
         binary, plugin = orthanc_binary(), dicomweb_plugin()
     except OrthancUnavailable as exc:
-        _unavailable(str(exc))
-        raise  # not reached: _unavailable always raises
+        unavailable(str(exc))
     for needed in ("pneumoniamnist/pneumoniamnist_28_dev.npz", "synthea-r4"):
-        if not (SHARED_DATA / needed).exists():
-            _unavailable(f"shared data missing: {SHARED_DATA / needed}")
+        shared_file(needed)
     folder = tmp_path_factory.mktemp("orthanc")
     began = time.monotonic()
     server = OrthancServer(folder / "server", binary, plugin).start()
     started = time.monotonic()
     try:
-        fixtures = build_fixture_set(SHARED_DATA, folder / "dicom")
+        fixtures = build_fixture_set(shared_data(), folder / "dicom")
         with server.session() as session:
             for instance in fixtures.instances():
                 server.store(session, instance.data)

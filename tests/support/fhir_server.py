@@ -34,6 +34,7 @@ import pytest
 import requests
 
 from tests.support.live_server import REPO, ServerProcess, free_port, rss_kib
+from tests.support.missing import unavailable
 
 SEKMET_VENV = REPO / ".venv-sekmet"
 SEKMET_BIN = SEKMET_VENV / "bin" / "sekmet"
@@ -287,6 +288,20 @@ def loaded_database(data_dir: Path) -> LoadedDatabase:
     return _read(final, built_now=True)
 
 
+def fhir_authorization(
+    token: str, subject: str = "wardround", expires_in: int = 300
+) -> dict[str, Any]:
+    """A hook request's ``fhirAuthorization`` member: ``token`` as a bearer access token
+    scoped ``patient/*.read`` (what the service then sends to ``fhirServer``)."""
+    return {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "scope": "patient/*.read",
+        "subject": subject,
+    }
+
+
 # --------------------------------------------------------------------------- the fixture
 @dataclass(frozen=True)
 class FhirServer:
@@ -332,12 +347,6 @@ def running_copy(database: LoadedDatabase, port: int | None = None) -> Iterator[
             yield server
 
 
-def _unavailable(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (required under CI)")
-    pytest.skip(message)
-
-
 def _synthea_folder() -> Path:
     from tests.conftest import SYNTHEA
 
@@ -348,10 +357,10 @@ def _synthea_folder() -> Path:
 def fhir_server() -> Iterator[FhirServer]:
     """sekmet-fhir with every shared Synthea bundle loaded, on a private copy of the cache."""
     if not SEKMET_BIN.is_file():
-        _unavailable("sekmet-fhir not installed: run make test-services")
+        unavailable("sekmet-fhir not installed: run make test-services")
     folder = _synthea_folder()
     if not folder.is_dir() or not bundle_files(folder):
-        _unavailable(f"shared Synthea data missing at {folder}")
+        unavailable(f"shared Synthea data missing at {folder}")
     database = loaded_database(folder)
     _prune_dead_sessions()
     with running_copy(database) as server:

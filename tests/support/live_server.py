@@ -225,6 +225,9 @@ class GunicornServer(ServerProcess):
             WARDROUND_INSTANCE_PATH=str(workdir / "instance"),
             WEB_CONCURRENCY=str(workers),
             PYTHONUNBUFFERED="1",
+            # Models load on first use: loading all of them in every worker of every test
+            # server would add seconds to each start (extra_env may turn it back on).
+            WARDROUND_WARM_MODELS="false",
         )
         if database_url is not None:
             env["DATABASE_URL"] = database_url

@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fhir_adapters.patient_context import LOINC, SNOMED
 from models.risk.kb import CodeMatch, code_set
 
 Source = Literal["demographic", "observation", "condition", "medication", "encounter"]
@@ -72,8 +73,6 @@ ALLOWED: dict[str, frozenset[str]] = {
     "medication": frozenset({"present", "count"}),
     "encounter": frozenset({"count", "days_since"}),
 }
-LOINC = "http://loinc.org"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 SPEC_VERSION = 1
@@ -188,7 +187,7 @@ def loinc(*codes: str) -> tuple[CodeMatch, ...]:
 
 
 def snomed(*codes: str) -> tuple[CodeMatch, ...]:
-    return tuple(CodeMatch("http://snomed.info/sct", c) for c in codes)
+    return tuple(CodeMatch(SNOMED, c) for c in codes)
 
 
 def atc(*prefixes: str) -> tuple[CodeMatch, ...]:

@@ -8,14 +8,10 @@ code sets, rules), so every card's audit row says exactly which rules produced i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from models.artifacts import ModelIdentity
 from models.risk.kb import knowledge_sha256, knowledge_version
 from models.risk.scores import cha2ds2_vasc, has_bled, pce
-
-#: The scores' description (equations, sources, worked examples): the cards' link.
-SCORES_CARD = Path(__file__).resolve().parent.parent / "SCORES.md"
 
 
 @dataclass(frozen=True)
@@ -23,7 +19,6 @@ class Score:
     """A score as the model registry serves it."""
 
     identity: ModelIdentity
-    card: Path = SCORES_CARD
 
 
 def _score(score_id: str) -> Score:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from fhir_adapters.patient_context import PatientContext
+from fhir_adapters.patient_context import SNOMED, PatientContext
+from models.draft_orders import ORAL_ROUTE, dosage_instruction, dose_quantity, medication_request
 from models.risk import evidence as ev
 from models.risk.kb import rules
 from models.risk.scores.cha2ds2_vasc import Cha2ds2VascAssessment
@@ -111,55 +112,14 @@ def apixaban_order(patient_id: str, dose_mg: float) -> dict[str, object]:
     """A draft FHIR R4 MedicationRequest: apixaban ``dose_mg`` by mouth twice daily for AF."""
     cfg = rules()["apixaban"]
     drug = cfg["reduced"] if dose_mg == cfg["reduced"]["dose_mg"] else cfg["standard"]
-    return {
-        "resourceType": "MedicationRequest",
-        "status": "draft",
-        "intent": "order",
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "medicationCodeableConcept": {
-            "coding": [
-                {
-                    "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                    "code": drug["rxnorm"],
-                    "display": drug["display"],
-                }
-            ],
-            "text": drug["display"],
-        },
-        "reasonCode": [
-            {
-                "coding": [
-                    {
-                        "system": "http://snomed.info/sct",
-                        "code": "49436004",
-                        "display": "Atrial fibrillation",
-                    }
-                ]
-            }
-        ],
-        "dosageInstruction": [
-            {
-                "text": f"{drug['dose_mg']:g} mg by mouth twice daily",
-                "timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}},
-                "route": {
-                    "coding": [
-                        {
-                            "system": "http://snomed.info/sct",
-                            "code": "26643006",
-                            "display": "Oral route",
-                        }
-                    ]
-                },
-                "doseAndRate": [
-                    {
-                        "doseQuantity": {
-                            "value": 1,
-                            "unit": "tablet",
-                            "system": "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm",
-                            "code": "TAB",
-                        }
-                    }
-                ],
-            }
-        ],
-    }
+    return medication_request(
+        patient_id,
+        (drug["rxnorm"], drug["display"]),
+        reasons=[{"system": SNOMED, "code": "49436004", "display": "Atrial fibrillation"}],
+        instruction=dosage_instruction(
+            text=f"{drug['dose_mg']:g} mg by mouth twice daily",
+            per_day=(2, 1, "d"),
+            route=ORAL_ROUTE,
+            dose=dose_quantity(1, "TAB", "tablet"),
+        ),
+    )

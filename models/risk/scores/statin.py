@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fhir_adapters.patient_context import PatientContext
+from models.draft_orders import ORAL_ROUTE, dosage_instruction, dose_quantity, medication_request
 from models.risk import evidence as ev
 from models.risk.kb import code_set, rules
 from models.risk.scores.pce import LDL, PceAssessment
@@ -152,47 +153,16 @@ def recommend(patient: PatientContext, pce: PceAssessment) -> StatinRecommendati
 def statin_order(patient_id: str, intensity: Intensity) -> dict[str, object]:
     """A draft FHIR R4 MedicationRequest for a once-daily statin of ``intensity``."""
     drug = rules()["statin"][f"{intensity}_intensity"]
-    return {
-        "resourceType": "MedicationRequest",
-        "status": "draft",
-        "intent": "order",
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "medicationCodeableConcept": {
-            "coding": [
-                {
-                    "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                    "code": drug["rxnorm"],
-                    "display": drug["display"],
-                }
-            ],
-            "text": drug["display"],
-        },
-        "dosageInstruction": [
-            {
-                "text": f"{drug['dose_mg']} mg by mouth once daily",
-                "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
-                "route": {
-                    "coding": [
-                        {
-                            "system": "http://snomed.info/sct",
-                            "code": "26643006",
-                            "display": "Oral route",
-                        }
-                    ]
-                },
-                "doseAndRate": [
-                    {
-                        "doseQuantity": {
-                            "value": 1,
-                            "unit": "tablet",
-                            "system": "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm",
-                            "code": "TAB",
-                        }
-                    }
-                ],
-            }
-        ],
-    }
+    return medication_request(
+        patient_id,
+        (drug["rxnorm"], drug["display"]),
+        instruction=dosage_instruction(
+            text=f"{drug['dose_mg']} mg by mouth once daily",
+            per_day=(1, 1, "d"),
+            route=ORAL_ROUTE,
+            dose=dose_quantity(1, "TAB", "tablet"),
+        ),
+    )
 
 
 def lipid_panel_order(patient_id: str) -> dict[str, object]:

@@ -18,10 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from models.artifacts import Artifact, load_artifact
+from models.registry import CARD_FIGURES
 from models.risk.catalog import LEARNED_MODELS
 from models.risk.learned import SPEC_FILE
 
-PLOTS = "model_card"
+PLOTS = CARD_FIGURES
 REGENERATE = "make models-risk"
 
 

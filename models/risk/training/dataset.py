@@ -32,19 +32,10 @@ from fhir_adapters.parsing import ParseCache
 from fhir_adapters.patient_context import PatientContext
 from fhir_adapters.records import PatientRecord
 from fhir_adapters.synthea import prefetch_for
-from models.risk.catalog import RiskModelSpec
+from models.risk.catalog import PREFETCH_KEYS, RiskModelSpec
 from models.risk.features.evaluate import evaluate
 from models.risk.kb import CodeMatch
 
-#: The prefetch keys training builds contexts from (what the risk services declare).
-TRAINING_KEYS = (
-    "patient",
-    "condition_history",
-    "medication_history",
-    "encounters",
-    "observations",
-    "smoking_status",
-)
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
@@ -58,7 +49,7 @@ def context_as_of(
 
     ``cache`` only saves parsing the same resources again for the next index date."""
     prefetch = prefetch_for(record_as_of(resources, at))
-    data = {key: prefetch[key] for key in TRAINING_KEYS}
+    data = {key: prefetch[key] for key in PREFETCH_KEYS}
     assert set(data) <= set(PATIENT_CONTEXT_PREFETCH)
     return build_patient_context(
         data, patient_id, today=at.astimezone(UTC).date(), parse_cache=cache
