@@ -319,16 +319,21 @@ def test_conditional_reference_resolves_inside_a_transaction(fhir_server: FhirSe
         "type": "transaction",
         "entry": [{"resource": encounter, "request": {"method": "PUT", "url": "Encounter/" + eid}}],
     }
-    response = requests.post(
-        fhir_server.base_url,
-        json=transaction,
-        headers={**fhir_server.headers, "Content-Type": FHIR_JSON},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text[:2000]
-    stored = get(fhir_server, f"Encounter/{eid}").json()
-    reference = stored["participant"][0]["individual"]["reference"]
-    assert reference == f"Practitioner/{practitioner['id']}"
+    try:
+        response = requests.post(
+            fhir_server.base_url,
+            json=transaction,
+            headers={**fhir_server.headers, "Content-Type": FHIR_JSON},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text[:2000]
+        stored = get(fhir_server, f"Encounter/{eid}").json()
+        reference = stored["participant"][0]["individual"]["reference"]
+        assert reference == f"Practitioner/{practitioner['id']}"
+    finally:
+        # The encounter belongs to a shared patient: other tests compare that patient's
+        # data on this session's server with its prefetch (encounters included).
+        fhir_server.request("DELETE", f"Encounter/{eid}")
 
 
 def test_binary_round_trip_as_fhir_json(fhir_server: FhirServer) -> None:

@@ -97,6 +97,7 @@ def fit(table: Table, names: Sequence[str], params: dict[str, Any]) -> Fitted:
         early_stopping_rounds=EARLY_STOP,
         seed=int(params.get("seed", 0)),
         verbose_eval=False,
+        as_pandas=False,  # the same shape whether or not pandas is installed
     )
     # xgb.cv returns metric name → per-round values, cut at the best round.
     rounds = max(len(next(iter(history.values()))), 10)
