@@ -4,11 +4,13 @@ Real processes, real signal: gunicorn serving patient-view calls that carry no p
 (so every key is fetched from ``fhirServer``), and the real sekmet-fhir process stopped
 mid-load. Documented answer: the call that needs the patient answers 412 with
 ``reasons: {"patient": "deadline"}`` within the prefetch deadline (+100 ms); calls that
-carry their own prefetch keep getting cards; after SIGCONT fetched calls succeed again.
+carry their own prefetch keep getting cards without waiting on the frozen server; after
+SIGCONT fetched calls succeed again.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -40,11 +42,12 @@ def _body(fhir_server, prefetched: bool, index: int) -> dict:
 
 
 def _call(server, token_for, body) -> tuple[int, float, dict]:
+    """One call, timed from the first byte sent: the body and token are ready before."""
     url = f"{server.base_url}/cds-services/{SERVICE}"
+    data = json.dumps(body).encode()
+    headers = {"Authorization": f"Bearer {token_for(url)}", "Content-Type": "application/json"}
     started = time.perf_counter()
-    response = requests.post(
-        url, json=body, headers={"Authorization": f"Bearer {token_for(url)}"}, timeout=30
-    )
+    response = requests.post(url, data=data, headers=headers, timeout=30)
     return response.status_code, time.perf_counter() - started, response.json()
 
 
@@ -81,7 +84,11 @@ def test_a_frozen_fhir_server_gives_412s_on_time_and_recovery_after_sigcont(
         assert body["reasons"] == {"patient": "deadline"}
         assert elapsed < DEADLINE_S + SLACK_S, elapsed
     assert {status for status, _, _ in prefetched} == {200}
-    assert all(elapsed < SLACK_S + 0.5 for _, elapsed, _ in prefetched)
+    # Calls that carry their prefetch never wait on the frozen server: each answers well
+    # inside the deadline a fetch would have run into (the bound leaves room for a loaded
+    # 2-core CI machine: 8 concurrent multi-megabyte bodies on two workers).
+    slowest = max(elapsed for _, elapsed, _ in prefetched)
+    assert slowest < DEADLINE_S * 0.9, slowest
 
     # Recovery: fetch threads still blocked on the frozen server give up at their read
     # timeout (2 s); after that, fetched calls answer normally again.
