@@ -3,7 +3,9 @@
 Scenarios (each against a real gunicorn, audit on a fresh PostgreSQL database):
   * latency    — 2 keep-alive connections (an EHR's pool), patient-view, ES384 JWT each
   * throughput — 128 connections (saturation), same request
-  * mixed      — 8 connections replaying every shared Synthea patient through every service
+  * mixed      — 8 connections replaying every shared Synthea patient through every
+                 registered service (order hooks with two draft orders), all services
+                 interleaved; then the same replay one service at a time, for p99 per service
   * reference  — a bare Flask handler with the same card and gunicorn settings (2 and 128)
   * audit      — the audit log alone: 8 concurrent writers (threads, then processes)
 Load comes from wrk (C, not Python). Tokens are signed before the run; each is used once.
@@ -39,8 +41,8 @@ from benchmarks.ehr import trusted_key  # noqa: E402
 from cds.audit import AuditLog, verify_chain  # noqa: E402
 from cds.audit.store import utc_now  # noqa: E402
 from cds.db import make_engine, make_sessionmaker  # noqa: E402
-from cds.demo import patient_view_request  # noqa: E402
 from cds.migrate import upgrade  # noqa: E402
+from cds.replay import request_for  # noqa: E402
 from cds.services import BUILT_IN_SERVICES  # noqa: E402
 from models.shared_data import shared_data  # noqa: E402
 from tests.support.live_server import GunicornServer  # noqa: E402
@@ -136,11 +138,13 @@ def write_lines(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def synthea_bodies() -> list[dict[str, Any]]:
+def replay_rows(service: Any) -> list[tuple[str, str]]:
+    """(path, body) for every shared Synthea patient through ``service``."""
     bundles = sorted(
         p for p in (shared_data() / "synthea-r4").glob("*.gz") if not p.name.startswith("hospital")
     )
-    return [patient_view_request(p) for p in bundles]
+    path = f"/cds-services/{service.id}"
+    return [(path, json.dumps(request_for(service.hook, service.prefetch, b))) for b in bundles]
 
 
 def audit_alone(url: str, writers: int, per_writer: int, processes: bool) -> dict[str, Any]:
@@ -244,6 +248,19 @@ def report(results: dict[str, Any], command: str) -> str:
         fmt_row("patient-view, ES384 + PostgreSQL audit", r["c128"], r["ref_c128"]),
         fmt_row("mixed: all Synthea patients x all services", r["mixed"]),
         "",
+        f"Replay per service: every shared Synthea patient ({r['patients']}) through one "
+        f"service at a time, 8 connections, {r['service_seconds']} s each (order hooks carry "
+        "two draft orders: naproxen, oxycodone/acetaminophen every 4 h):",
+        "",
+        "| service | hook | req/s | p50 ms | p90 ms | p99 ms | max ms | requests | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| {sid} | {s['hook']} | {s['rps']:.0f} | {s['p50_us'] / 1000:.2f} | "
+            f"{s['p90_us'] / 1000:.2f} | {s['p99_us'] / 1000:.2f} | {s['max_us'] / 1000:.1f} | "
+            f"{s['requests']} | {s['errors']} |"
+            for sid, s in r["per_service"].items()
+        ),
+        "",
         f"Targets: ≥ 1,500 req/s at 128 connections (aim 2,200) — measured "
         f"**{r['c128']['rps']:.0f}**; p50 ≤ 3 ms and p99 ≤ 10 ms at 2 connections — measured "
         f"**{r['c2']['p50_us'] / 1000:.2f} ms / {r['c2']['p99_us'] / 1000:.2f} ms**. "
@@ -287,6 +304,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument(
+        "--service-seconds", type=int, default=10, help="per-service replay run length"
+    )
+    parser.add_argument(
         "--pg",
         default=os.environ.get("WARDROUND_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test"),
     )
@@ -302,16 +322,22 @@ def main() -> None:
     example = json.loads((REPO / "examples" / "patient-view-request.json").read_text())
     summary_path = "/cds-services/patient-summary"
     one_body = write_lines(work / "one.tsv", [(summary_path, json.dumps(example))])
-    services = [s for s in BUILT_IN_SERVICES if s.hook == "patient-view"]
-    mixed_rows = [
-        (f"/cds-services/{s.id}", json.dumps(body)) for body in synthea_bodies() for s in services
-    ]
+    per_service = {s.id: replay_rows(s) for s in BUILT_IN_SERVICES}
+    # Interleaved: patient 1 through every service, then patient 2, …
+    mixed_rows = [row for rows in zip(*per_service.values(), strict=True) for row in rows]
     mixed_body = write_lines(work / "mixed.tsv", mixed_rows)
+    service_bodies = {
+        sid: write_lines(work / f"service-{sid}.tsv", rows) for sid, rows in per_service.items()
+    }
+    hooks = {s.id: s.hook for s in BUILT_IN_SERVICES}
 
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "seconds": args.seconds,
+        "service_seconds": args.service_seconds,
+        "patients": len(mixed_rows) // len(per_service),
+        "per_service": {},
     }
     conf = (REPO / "gunicorn.conf.py").read_text()
     workers = os.environ.get("WEB_CONCURRENCY", re.search(r'"WEB_CONCURRENCY", "(\d+)"', conf)[1])
@@ -336,7 +362,9 @@ def main() -> None:
                                       ("c128", 128, one_body), ("mixed", 8, mixed_body)):  # fmt: skip
                 count = 3000 if name == "warmup" else budget[conns]
                 paths = sorted({row.split("\t", 1)[0] for row in body.read_text().splitlines()})
-                tokens = [(p, t) for p in paths for t in sign_tokens(pem, base + p, count)]
+                # Interleaved paths share the run's requests: twice an even share each.
+                per_path = count if len(paths) == 1 else 2 * count // len(paths)
+                tokens = [(p, t) for p in paths for t in sign_tokens(pem, base + p, per_path)]
                 token_file = write_lines(work / f"tokens-{name}.tsv", tokens)
                 seconds = 3 if name == "warmup" else args.seconds
                 print(f"{name}: {conns} connections, {seconds} s", flush=True)
@@ -347,11 +375,24 @@ def main() -> None:
                     f"p99 {stats['p99_us'] / 1000:.2f} ms, errors {stats['errors']}",
                     flush=True,
                 )
+            for sid, body in service_bodies.items():
+                tokens = [(f"/cds-services/{sid}", t) for t in
+                          sign_tokens(pem, f"{base}/cds-services/{sid}", 800 * args.service_seconds)]  # fmt: skip
+                token_file = write_lines(work / f"tokens-{sid}.tsv", tokens)
+                stats = wrk(port, 8, args.service_seconds, body, token_file, work)
+                stats["hook"] = hooks[sid]
+                results["per_service"][sid] = stats
+                print(
+                    f"  {sid}: {stats['rps']:.0f} req/s, p99 {stats['p99_us'] / 1000:.2f} ms, "
+                    f"errors {stats['errors']}",
+                    flush=True,
+                )
             metrics = server_metrics(server)
         answered = metric_sum(metrics, "wardround_http_request_duration_seconds_count",
                               endpoint="invoke", status="200")  # fmt: skip
-        sent_ok = sum(r["requests"] - r["errors_status"] for k, r in results.items()
-                      if k in ("warmup", "c2", "c128", "mixed"))  # fmt: skip
+        runs = [r for k, r in results.items() if k in ("warmup", "c2", "c128", "mixed")]
+        runs += list(results["per_service"].values())
+        sent_ok = sum(r["requests"] - r["errors_status"] for r in runs)
         results["metrics_check"] = (
             f"{answered:.0f} requests answered 200 by the server's histogram vs "
             f"{sent_ok} 2xx responses counted by wrk"

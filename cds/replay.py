@@ -65,6 +65,26 @@ def feedback_for(card: dict[str, Any], turn: int) -> dict[str, Any] | None:
     }
 
 
+def demo_drafts(patient_id: str) -> list[dict[str, Any]]:
+    """The two draft orders every replayed order hook carries (see the module docstring)."""
+    return [
+        draft_medication_request(patient_id, NAPROXEN, dose=(1, "TAB"), per_day=(2, 1, "d")),
+        draft_medication_request(patient_id, OXYCODONE, dose=(2, "TAB"), per_day=(1, 4, "h")),
+    ]
+
+
+def request_for(hook: str, prefetch_keys: Iterable[str], bundle: Path) -> dict[str, Any]:
+    """The request an EHR sends a service of ``hook`` for a Synthea patient, with every one
+    of the service's prefetch keys filled from the record (order hooks: the demo drafts)."""
+    keys = tuple(prefetch_keys)
+    if hook == "patient-view":
+        return patient_view_request(bundle, keys=keys)
+    if hook in ("order-select", "order-sign"):
+        patient_id = patient_view_request(bundle, keys=())["context"]["patientId"]
+        return order_request(bundle, hook, demo_drafts(patient_id), keys=keys)
+    raise ValueError(f"no replay request for hook {hook!r}")
+
+
 def replay(bundles: Iterable[Path], post: Post) -> ReplayStats:
     stats = ReplayStats()
     for index, bundle in enumerate(bundles):
@@ -75,12 +95,9 @@ def replay(bundles: Iterable[Path], post: Post) -> ReplayStats:
         stats.calls += 1
         stats.statuses[status] += 1
         stats.cards += len(answer.get("cards", [])) if status == 200 else 0
-        drafts = [
-            draft_medication_request(patient_id, NAPROXEN, dose=(1, "TAB"), per_day=(2, 1, "d")),
-            draft_medication_request(patient_id, OXYCODONE, dose=(2, "TAB"), per_day=(1, 4, "h")),
-        ]
         status, answer = post(
-            "/cds-services/drug-safety-sign", order_request(bundle, "order-sign", drafts)
+            "/cds-services/drug-safety-sign",
+            order_request(bundle, "order-sign", demo_drafts(patient_id)),
         )
         stats.calls += 1
         stats.statuses[status] += 1
