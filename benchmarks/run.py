@@ -355,6 +355,10 @@ def main() -> None:
             int(workers),
             threads=int(threads),
             log_level="WARNING",
+            # As in production: every model loaded before a worker serves (the mixed
+            # replay reaches the NLP, imaging and risk models).
+            extra_env={"WARDROUND_WARM_MODELS": "true"},
+            start_timeout=300,
         )
         port, base = server.port, server.base_url
         with server:

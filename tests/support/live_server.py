@@ -210,8 +210,10 @@ class GunicornServer(ServerProcess):
         threads: int | None = None,
         log_level: str | None = None,
         clean_env: bool = False,
+        start_timeout: float = 60,
     ) -> None:
         self.app = app
+        self.start_timeout = start_timeout
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
@@ -248,9 +250,9 @@ class GunicornServer(ServerProcess):
 
     name = "gunicorn"
 
-    def start(self, timeout: float = 60) -> GunicornServer:
+    def start(self, timeout: float | None = None) -> GunicornServer:
         command = [gunicorn_binary(), "-c", "gunicorn.conf.py", self.app]
-        return self.launch(command, REPO, self.env, timeout)
+        return self.launch(command, REPO, self.env, timeout or self.start_timeout)
 
     def ready(self) -> bool:
         return len(self.worker_pids()) >= self.workers and self.answers()
