@@ -26,3 +26,13 @@ def fitted(cohort):  # type: ignore[no-untyped-def]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # sklearn's HDBSCAN copy= default
         return fit_phenotypes(cohort, SEED)
+
+
+@pytest.fixture(scope="session")
+def spark():  # type: ignore[no-untyped-def]
+    """A ``local[2]`` SparkSession (the population tests' settings)."""
+    from population.spark_session import SparkSettings, spark_session
+
+    session = spark_session(SparkSettings(master="local[2]", driver_memory="1g"))
+    yield session
+    session.stop()
