@@ -86,6 +86,12 @@ models-risk: $(STAMP)
 phenotypes: $(STAMP)
 	$(BIN)/cds population phenotypes fit --data $(SHARED_DATA)/synthea-r4 --workers 2
 
+# Phenotype fit (299 patients) and assignment (299 records, 10,000 cloned vectors), scikit-learn
+# and Spark MLlib → BENCHMARKS.md ("Phenotypes").
+.PHONY: bench-phenotypes
+bench-phenotypes: $(STAMP)
+	$(BIN)/python benchmarks/phenotypes.py
+
 # Feature extraction + every risk model per patient-view → BENCHMARKS.md ("Risk models").
 .PHONY: bench-risk
 bench-risk: $(STAMP)
