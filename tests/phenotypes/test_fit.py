@@ -27,9 +27,9 @@ def test_cohort_is_adults_alive_at_baseline_with_outcomes(cohort) -> None:  # ty
     assert all(row.age >= 18 for row in cohort.rows)
     assert cohort.matrix.shape == (len(cohort.rows), len(PHENOTYPE_FEATURES.names))
     # Landmarks are the risk training's index dates: the same count of acute-care samples.
-    training = json.loads(
-        Path("models/risk/artifacts/acute-care-1y/training_data.json").read_text()
-    )
+    from models.risk.learned import ARTIFACTS
+
+    training = json.loads((ARTIFACTS / "acute-care-1y" / "training_data.json").read_text())
     acute = [s.outcomes["acute-care-1y"] for s in cohort.samples]
     assert sum(v is not None for v in acute) == training["samples"]
     assert sum(v == 1 for v in acute) == training["events"]
