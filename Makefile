@@ -80,6 +80,18 @@ models-risk: $(STAMP)
 	$(BIN)/cds models train cvd-event-3y acute-care-1y --data $(SHARED_DATA)/synthea-r4 \
 		--out models/risk/artifacts --card models/risk/MODEL_CARD.md
 
+# Fit the patient phenotypes on the shared Synthea patients and regenerate their artifact,
+# model card / report (models/phenotypes/MODEL_CARD.md, model_card/*.png, report.html).
+.PHONY: phenotypes
+phenotypes: $(STAMP)
+	$(BIN)/cds population phenotypes fit --data $(SHARED_DATA)/synthea-r4 --workers 2
+
+# Phenotype fit (299 patients) and assignment (299 records, 10,000 cloned vectors), scikit-learn
+# and Spark MLlib → BENCHMARKS.md ("Phenotypes").
+.PHONY: bench-phenotypes
+bench-phenotypes: $(STAMP)
+	$(BIN)/python benchmarks/phenotypes.py
+
 # Feature extraction + every risk model per patient-view → BENCHMARKS.md ("Risk models").
 .PHONY: bench-risk
 bench-risk: $(STAMP)

@@ -15,6 +15,7 @@ from cds.commands import risk_models
 from cds.commands._settings import settings
 from cds.commands.imaging import imaging
 from cds.commands.nlp import nlp
+from cds.commands.phenotypes import phenotypes
 from cds.commands.population import population
 
 
@@ -183,6 +184,7 @@ main.add_command(reviewers_commands.reviewers)
 main.add_command(api_commands.api)
 demo.add_command(replay_commands.replay)
 main.add_command(population)
+population.add_command(phenotypes)
 
 if __name__ == "__main__":
     main()

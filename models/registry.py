@@ -96,6 +96,13 @@ MODEL_ENTRIES: tuple[ModelEntry, ...] = (
         loader="models.risk.learned:load_acute_care_1y",
         card="risk/MODEL_CARD.md",
     ),
+    ModelEntry(
+        id="patient-phenotypes",
+        family="phenotypes",
+        description="Patient phenotypes: k-means over the phenotype feature set (artifact)",
+        loader="models.phenotypes:load",
+        card="phenotypes/MODEL_CARD.md",
+    ),
 )
 
 MODELS = Path(__file__).resolve().parent

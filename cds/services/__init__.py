@@ -7,6 +7,7 @@ from cds.services import (
     pneumonia_cxr,
     report_findings,
     risk_models,
+    similar_patients,
 )
 from cds.services.registry import CdsService, ServiceRegistry
 
@@ -18,6 +19,7 @@ BUILT_IN_SERVICES: tuple[CdsService, ...] = (
     pneumonia_cxr.SERVICE,
     cardiovascular_risk.SERVICE,
     risk_models.SERVICE,
+    similar_patients.SERVICE,
 )
 
 
