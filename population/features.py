@@ -18,8 +18,8 @@ one the record rows keep).
 
 The one Python step is terminology: a medication matches WHO ATC groups through
 ``models.drug.normalise.identify`` (RxNorm product → ingredient → ATC, else by name),
-called once per distinct drug concept in a UDF (as the record rows call UCUM
-normalisation), never the evaluator itself.
+called on the driver once per distinct drug concept (the vocabulary, not the patients)
+and broadcast back as a small table; never the evaluator itself.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, StringType
+from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
 from fhir_adapters.context_builder import NOT_TRUE
 from fhir_adapters.patient_context import LOINC, Coding, Concept
@@ -51,8 +51,17 @@ TABLE_NAMES = ("patients", "conditions", "observations", "medications", "encount
 
 
 # --------------------------------------------------------------------------- expressions
-def code_matches(system: Column, code: Column, codes: Iterable[CodeMatch]) -> Column:
-    """``CodeMatch.matches`` as a Spark expression (false, never null)."""
+def code_matches(system: Column | str, code: Column, codes: Iterable[CodeMatch]) -> Column:
+    """``CodeMatch.matches`` as a Spark expression (false, never null).
+
+    ``system`` is a column, or the one system every code of the column is in (LOINC codes
+    of observation rows, ATC codes): then only ``codes`` of that system can match.
+    """
+    implied = system if isinstance(system, str) else None
+
+    def in_system(name: str) -> Column:
+        return F.lit(name == implied) if implied is not None else system == name  # type: ignore[operator]
+
     terms: list[Column] = []
     exact: dict[str, list[str]] = {}
     for match in codes:
@@ -60,13 +69,20 @@ def code_matches(system: Column, code: Column, codes: Iterable[CodeMatch]) -> Co
             theirs = F.upper(F.regexp_replace(code, r"\.", ""))
             mine = match.code.replace(".", "").upper()
             same = theirs.startswith(mine) if match.prefix else theirs == mine
-            terms.append(system.isin(*sorted(ICD10_SYSTEMS)) & same)
+            systems = (
+                F.lit(implied in ICD10_SYSTEMS)
+                if implied is not None
+                else system.isin(*sorted(ICD10_SYSTEMS))  # type: ignore[union-attr]
+            )
+            terms.append(systems & same)
+        elif implied is not None and match.system != implied:
+            continue
         elif match.prefix:
-            terms.append((system == match.system) & code.startswith(match.code))
+            terms.append(in_system(match.system) & code.startswith(match.code))
         else:
             exact.setdefault(match.system, []).append(match.code)
     for name, values in sorted(exact.items()):
-        terms.append((system == name) & code.isin(*sorted(set(values))))
+        terms.append(in_system(name) & code.isin(*sorted(set(values))))
     if not terms:
         return F.lit(False)
     combined = terms[0]
@@ -123,7 +139,7 @@ def _codings_match(codes: tuple[CodeMatch, ...]) -> Callable[[Column], Column]:
 
 
 def _atc_match(groups: tuple[CodeMatch, ...]) -> Callable[[Column], Column]:
-    return lambda a: code_matches(F.lit(ATC), a, groups)
+    return lambda a: code_matches(ATC, a, groups)
 
 
 def _reduce(
@@ -155,7 +171,7 @@ def _observations(
     order = (F.col("effective"), F.col("observation_id"))
     aggregates: list[Column] = []
     for spec in features:
-        match = code_matches(F.lit(LOINC), F.col("loinc"), spec.codes) & _in_window(
+        match = code_matches(LOINC, F.col("loinc"), spec.codes) & _in_window(
             F.col("effective"), as_of, spec.window_days
         )
         if spec.aggregation == "latest_in":
@@ -242,13 +258,28 @@ def _medication_requests(frame: DataFrame, as_of: date, with_atc: bool) -> DataF
         return requests.withColumn("atc", F.array().cast(ArrayType(StringType())))
     key = F.sha2(F.to_json(F.struct("codings", "text")), 256)
     requests = requests.withColumn("concept_key", key)
-    atc_udf = F.udf(_atc_codes, ArrayType(StringType()), useArrow=False)
-    concepts = (
-        requests.select("concept_key", "codings", "text")
-        .dropDuplicates(["concept_key"])
-        .select("concept_key", atc_udf("codings", "text").alias("atc"))
+    return requests.join(F.broadcast(_atc_table(requests)), "concept_key").drop("concept_key")
+
+
+def _atc_table(requests: DataFrame) -> DataFrame:
+    """ATC codes of each distinct drug concept (``concept_key``), computed on the driver.
+
+    The vocabulary, not the population: a panel's distinct drug concepts number in the
+    hundreds or thousands whatever its size. ``identify`` reads the drug knowledge files,
+    which a cluster's executors cannot open inside the shipped code zip.
+    """
+    concepts = requests.select("concept_key", "codings", "text").dropDuplicates(["concept_key"])
+    mapped = [
+        (row["concept_key"], _atc_codes(row["codings"], row["text"]))
+        for row in concepts.toLocalIterator()
+    ]
+    schema = StructType(
+        [
+            StructField("concept_key", StringType(), False),
+            StructField("atc", ArrayType(StringType(), False), False),
+        ]
     )
-    return requests.join(concepts, "concept_key").drop("concept_key")
+    return requests.sparkSession.createDataFrame(mapped, schema)
 
 
 def _medication_aggregates(features: list[FeatureSpec], as_of: date) -> list[Column]:
