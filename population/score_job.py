@@ -12,13 +12,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import DataFrame, Observation
 
-from models.risk.learned import LearnedRiskModel
 from population.risk_assessments import ModelWords, write_risk_assessments
 from population.scoring import ScoringModel, score_counts, score_frame
+
+if TYPE_CHECKING:
+    from models.risk.learned import LearnedRiskModel
 
 SCORES, FHIR = "scores", "fhir"
 

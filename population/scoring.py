@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import reduce
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyspark.sql import DataFrame
@@ -41,8 +41,10 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from models.risk.learned import MODEL_FILE, LearnedRiskModel
 from population.features import BASIS, eligibility_frame, feature_frame
+
+if TYPE_CHECKING:  # the executors import this module: it must not load the risk catalogue
+    from models.risk.learned import LearnedRiskModel
 
 #: How many factors each score keeps (largest absolute contribution first).
 TOP_FACTORS = 5
@@ -108,6 +110,8 @@ class ScoringModel:
 
     @classmethod
     def of(cls, model: LearnedRiskModel) -> ScoringModel:
+        from models.risk.learned import MODEL_FILE
+
         specs = model.features.features
         return cls(
             id=model.id,
