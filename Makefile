@@ -160,9 +160,28 @@ population-records: $(STAMP) java
 	$(BIN)/cds population records $(POPULATION)/synthea-ndjson --out $(POPULATION)/records \
 		--master '$(or $(MASTER),local[*])'
 
+# Every shared Synthea patient scored with the learned risk models through Spark
+# (`cds population score`: record rows, features, mapInPandas scoring) into
+# instance/population/scores/: Parquet scores and RiskAssessment NDJSON (fhir/). As of
+# AS_OF (default 2020-06-30: the shared records end in 2020-21). Audited like records.
+.PHONY: population-score
+population-score: $(STAMP) java
+	$(BIN)/cds db upgrade
+	test -d $(POPULATION)/synthea-ndjson || \
+		$(BIN)/cds population convert $(SHARED_DATA)/synthea-r4 $(POPULATION)/synthea-ndjson
+	rm -rf $(POPULATION)/scores
+	$(BIN)/cds population score $(POPULATION)/synthea-ndjson --out $(POPULATION)/scores \
+		--master '$(or $(MASTER),local[*])' --as-of $(or $(AS_OF),2020-06-30)
+
 # Bulk read + record rows at 600 / 10,000 / 100,000 patients (synthetic clones, generated
 # once into instance/bench-population/): single-process Python, Spark local[2] and a
 # two-worker standalone cluster on 127.0.0.1 → BENCHMARKS.md ("Population").
 .PHONY: bench-population
 bench-population: $(STAMP) java
 	$(BIN)/python benchmarks/population.py $(if $(SIZES),--sizes $(SIZES))
+
+# Bulk read + features + risk scoring at 600 and 10,000 patients (100,000: SIZES=…):
+# the hook path per patient, Spark local[2] and the two-worker cluster → BENCHMARKS.md.
+.PHONY: bench-population-score
+bench-population-score: $(STAMP) java
+	$(BIN)/python benchmarks/population.py --job score --sizes $(or $(SIZES),600,10000)

@@ -80,6 +80,9 @@ class ObservationRow:
     value: float | None
     unit: str | None
     value_text: str | None
+    #: A coded value's codings as ``system|code`` (codings without both left out); None
+    #: when the value is not a CodeableConcept (features such as ``latest_in`` match them).
+    value_codes: tuple[str, ...] | None
     #: In the unit models use for this LOINC code (``fhir_adapters.ucum``), when known.
     normalised_value: float | None
     normalised_unit: str | None
@@ -188,12 +191,19 @@ def observation_rows(resource: Any, raw: dict[str, Any]) -> list[ObservationRow]
             value=m.value,
             unit=m.unit,
             value_text=m.value_text,
+            value_codes=_value_codes(m.value_concept),
             normalised_value=m.normalised.value if m.normalised else None,
             normalised_unit=m.normalised.unit if m.normalised else None,
             effective=m.effective,
         )
         for m in measurements(resource)
     ]
+
+
+def _value_codes(value: Concept | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(f"{c.system}|{c.code}" for c in value.codings if c.system and c.code)
 
 
 def medication_rows(resource: Any, raw: dict[str, Any]) -> list[MedicationRow]:

@@ -1,4 +1,4 @@
-"""Population jobs on Apache Spark: bulk FHIR in, record rows (and, later, scores) out.
+"""Population jobs on Apache Spark: bulk FHIR in, record rows and risk scores out.
 
 Pure with respect to the service: never imports ``cds``, Flask or SQLAlchemy (an
 import-linter contract keeps it so); ``cds/commands/population.py`` is the CLI that runs
@@ -14,6 +14,10 @@ module                      what
 ``bulk_frames``             a bulk folder's files of one type → DataFrame (``read_type``)
 ``spark_rows``              record rows in Spark SQL (twin of ``fhir_adapters.record_rows``)
 ``records_job``             the records job: rows → Parquet, counts observed in one pass
+``features``                the feature spec in Spark SQL (``feature_frame``), eligibility
+``scoring``                 learned risk models in mapInPandas (``score_frame``)
+``risk_assessments``        score rows → FHIR RiskAssessment NDJSON
+``score_job``               the score job: Parquet scores + RiskAssessment NDJSON
 ``run_record``              what a run did (``PopulationRun``), for the audit log and run.json
 =========================== ==============================================================
 """

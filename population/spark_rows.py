@@ -221,6 +221,16 @@ def _measurement(code: Column, holder: Column | None, keep: Column) -> Column:
         F.when(coded.isNotNull(), _concept_label(coded))
         .otherwise(F.when(text.isNotNull(), text))
         .alias("value_text"),
+        F.when(
+            coded.isNotNull(),
+            F.transform(
+                F.filter(
+                    F.coalesce(coded["coding"], F.array()),
+                    lambda c: _text(c["system"]).isNotNull() & _text(c["code"]).isNotNull(),
+                ),
+                lambda c: F.concat_ws("|", c["system"], c["code"]),
+            ),
+        ).alias("value_codes"),
         (loinc.isNotNull() & keep).alias("keep"),
     )
 
@@ -277,6 +287,7 @@ def observation_rows(frame: DataFrame) -> DataFrame:
         F.col("m.value").alias("value"),
         F.col("m.unit").alias("unit"),
         F.col("m.value_text").alias("value_text"),
+        F.col("m.value_codes").alias("value_codes"),
         normalised.alias("normalised"),
         "effective",
     ).select(

@@ -9,12 +9,15 @@ command                     what
 ``export BASE_URL OUT``     a server's ``$export`` (Bulk Data Access IG), resumable
 ``cancel-export OUT``       ``DELETE`` the status URL of the export in OUT
 ``records INPUT --out OUT`` the record-rows job on Spark: one Parquet table per row type
+``score INPUT --out OUT``   the learned risk models over every patient on Spark: a Parquet
+                            score table and FHIR ``RiskAssessment`` NDJSON
 ``runs``                    the latest population runs in the audit log
 =========================== ==============================================================
 
-``export`` and ``records`` are recorded in the audit log (``cds.audit.population_runs``):
-who ran them, the input manifest with file hashes, counts, and how they ended. A
-``records`` run publishes its output folder only after its audit row is committed.
+``export``, ``records`` and ``score`` are recorded in the audit log
+(``cds.audit.population_runs``): who ran them, the input manifest with file hashes, counts,
+the models used (id, version, artifact hash) and how they ended. ``records`` and ``score``
+publish their output folder only after its audit row is committed.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -475,6 +479,214 @@ def _run_records(
         run.inputs, run.outputs = write_record_tables(spark, folder, staging, run.inputs, on_table)
     finally:
         spark.stop()
+
+
+# --------------------------------------------------------------------------- score
+#: The models ``score`` runs by default: every registered learned risk model.
+LEARNED_LOADER = "models.risk.learned:"
+
+
+def _learned_models(model_ids: tuple[str, ...]) -> list[Any]:
+    from models import registry
+    from models.artifacts import ArtifactInvalid
+
+    learned = [e.id for e in registry.MODEL_ENTRIES if e.loader.startswith(LEARNED_LOADER)]
+    chosen = list(dict.fromkeys(model_ids)) or learned
+    unknown = [m for m in chosen if m not in learned]
+    if unknown:
+        raise click.BadParameter(
+            f"{', '.join(unknown)}: not a learned risk model (choose from {', '.join(learned)})",
+            param_hint="--model",
+        )
+    try:
+        return [registry.get(m) for m in chosen]
+    except ArtifactInvalid as exc:
+        raise click.ClickException(f"model artifact unusable: {exc}") from None
+
+
+def _as_of(value: str | None) -> date:
+    if value is None:
+        return datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected YYYY-MM-DD", param_hint="--as-of") from None
+
+
+@population.command("score")
+@click.argument("input_folder", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--out", "out_folder", type=click.Path(path_type=Path), required=True)
+@click.option("--master", default="local[*]", show_default=True, help="Spark master URL.")
+@click.option("--as-of", "as_of", help="The day scored (YYYY-MM-DD, UTC); default today.")
+@click.option(
+    "--model", "model_ids", multiple=True, help="A learned risk model id (repeatable); default all."
+)
+@click.option("--driver-memory", default="2g", show_default=True)
+@click.option("--executor-memory", default="2g", show_default=True)
+@click.option("--shuffle-partitions", type=click.IntRange(min=1))
+@click.option("--conf", "conf", multiple=True, help="Extra spark.KEY=VALUE (repeatable).")
+@click.option("--progress/--no-progress", default=True, help="Progress of the job's steps.")
+@click.option("--ui", is_flag=True, help="Spark's web UI (127.0.0.1 on one machine).")
+@click.option("--operator", help="Who runs this (audit log); default WARDROUND_OPERATOR or login.")
+def score(
+    input_folder: Path,
+    out_folder: Path,
+    master: str,
+    as_of: str | None,
+    model_ids: tuple[str, ...],
+    driver_memory: str,
+    executor_memory: str,
+    shuffle_partitions: int | None,
+    conf: tuple[str, ...],
+    progress: bool,
+    ui: bool,
+    operator: str | None,
+) -> None:
+    """Score every patient in the bulk folder INPUT with the learned risk models → OUT.
+
+    OUT (which must not exist) gets records/ (the record-row tables), scores/ (Parquet:
+    one row per patient and model: probability, band, top factors, model id, version and
+    artifact hash), fhir/RiskAssessment.NNN.ndjson (eligible patients) and run.json; it
+    appears only once the run is in the audit log.
+    """
+    from population.records_job import input_files, planned_inputs
+    from population.scoring import ScoringModel
+    from population.spark_session import SparkSettings
+
+    out_folder = out_folder.resolve()
+    if out_folder.exists():
+        raise click.UsageError(f"{out_folder} exists: choose a new folder")
+    day = _as_of(as_of)
+    try:
+        settings = SparkSettings(
+            master=master,
+            driver_memory=driver_memory,
+            executor_memory=executor_memory,
+            shuffle_partitions=shuffle_partitions,
+            progress=False,
+            ui=ui,
+            extra=_spark_conf(conf),
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--master") from None
+    models = _learned_models(model_ids)
+    run = PopulationRun(
+        "score",
+        operator_name(operator),
+        {
+            "input": str(input_folder.resolve()),
+            "output": str(out_folder),
+            "master": master,
+            "as_of": day.isoformat(),
+            "models": [m.id for m in models],
+        },
+    )
+    run.models = [ScoringModel.of(m).describe() for m in models]
+    with _audit() as audit:
+        started = time.perf_counter()
+        try:
+            folder = scan_folder(input_folder)
+        except BulkInputError as exc:
+            run.fail(BAD_INPUT, "bulk_input_invalid", str(exc))
+            _record(audit, run, started)
+            raise click.ClickException(str(exc)) from None
+        with errors.status("hashing input files"):
+            run.inputs = planned_inputs(digest_files(input_files(folder)))
+        if "Patient" not in {d.key for d in run.inputs}:
+            run.fail(BAD_INPUT, "no_patients", "no Patient files in INPUT")
+            _record(audit, run, started)
+            raise click.ClickException(f"{input_folder}: {run.error_detail}")
+        staging = out_folder.with_name(f".{out_folder.name}.staging-{run.run_id}")
+        try:
+            result = _run_score(run, folder, staging, settings, models, day, progress)
+        except (Exception, KeyboardInterrupt) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            code = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
+            run.fail(FAILED, code, "the Spark job did not complete; see its log")
+            _record(audit, run, started)
+            raise click.ClickException(f"score job failed: {code}") from exc
+        try:
+            seq = _record(audit, run, started)
+        except click.ClickException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        summary = {"audit_seq": seq, "scores": result.per_model}
+        (staging / "run.json").write_text(json.dumps(run.to_json() | summary, indent=2) + "\n")
+        staging.rename(out_folder)
+    console.print(_score_table(f"{out_folder}: scores on {day.isoformat()}", result, models))
+    console.print(
+        f"{result.rows:,} patient-model rows, {result.eligible:,} eligible; "
+        f"{result.resources:,} RiskAssessments in {len(result.files)} files; "
+        f"{run.duration_ms / 1000:.1f} s; run {run.run_id}, audit seq {seq}"
+    )
+
+
+def _score_table(title: str, result: Any, models: list[Any]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("model", "version", "eligible", "elevated", "high"):
+        table.add_column(column, justify="left" if column in ("model", "version") else "right")
+    for model in models:
+        counts = result.per_model[model.id]
+        table.add_row(
+            model.id,
+            model.identity.version,
+            f"{counts['eligible']:,}",
+            f"{counts['elevated']:,}",
+            f"{counts['high']:,}",
+        )
+    return table
+
+
+def _run_score(
+    run: PopulationRun,
+    folder: BulkFolder,
+    staging: Path,
+    settings: SparkSettings,
+    models: list[Any],
+    day: date,
+    show_progress: bool,
+) -> Any:
+    from population.features import parquet_tables
+    from population.records_job import TableWritten, write_record_tables
+    from population.score_job import FHIR, SCORES, run_score_job
+    from population.spark_session import spark_session
+
+    with errors.status(f"starting Spark ({settings.master})"):
+        spark = spark_session(settings)
+    run.parameters["spark_version"] = spark.version
+    steps = len(run.inputs) + 2
+    try:
+        with _progress() as bar:
+            task = bar.add_task("record rows", total=steps, visible=show_progress)
+
+            def on_table(done: TableWritten) -> None:
+                bar.update(task, advance=1, description=f"record rows: {done.table}")
+
+            def on_step(name: str) -> None:
+                if name != "features and scores":
+                    bar.update(task, advance=1, description=name)
+                else:
+                    bar.update(task, description=name)
+
+            records = staging / "records"
+            run.inputs, tables_written = write_record_tables(
+                spark, folder, records, run.inputs, on_table
+            )
+            tables = parquet_tables(spark, records)
+            result = run_score_job(spark, tables, models, day, staging, on_step)
+            bar.update(task, advance=1, description="done")
+    finally:
+        spark.stop()
+    run.outputs = [
+        *(Dataset(f"records/{d.key}", d.source, d.entries, location=f"records/{d.location}")
+          for d in tables_written),
+        Dataset(SCORES, "parquet", result.rows, location=SCORES),
+        Dataset("RiskAssessment", "ndjson", result.resources, location=FHIR),
+        # per model: its RiskAssessments (one per eligible patient)
+        *(Dataset(f"RiskAssessment/{model_id}", "ndjson", counts["eligible"], location=FHIR)
+          for model_id, counts in result.per_model.items()),
+    ]  # fmt: skip
+    return result
 
 
 @population.command("runs")

@@ -1,5 +1,5 @@
-"""The records job on a real Spark standalone cluster (a master and two workers on
-127.0.0.1, started from pyspark's launcher) gives the same tables as on ``local[2]``.
+"""The records and score jobs on a real Spark standalone cluster (a master and two workers
+on 127.0.0.1, started from pyspark's launcher) give the same tables as on ``local[2]``.
 
 The cluster run goes through the ``cds population records`` command, in its own driver
 process, so this also covers the command's success path: staging, audit row, run.json.
@@ -23,7 +23,7 @@ from cds.db import make_engine, make_sessionmaker
 from fhir_adapters.bulk.ndjson import BulkFolder, digest_files
 from population.records_job import input_files, planned_inputs, write_record_tables
 from population.spark_rows import SPARK_BUILDERS
-from tests.population_jobs.conftest import repo_env
+from tests.population_jobs.conftest import repo_env, score_command
 from tests.support.spark_cluster import StandaloneCluster
 
 TABLES = [table for table, _ in SPARK_BUILDERS.values()]
@@ -85,3 +85,43 @@ def test_the_cluster_writes_the_same_tables_as_local(
         assert outputs == {d.key: d.entries for d in written}
         assert verify_chain(session).ok
     engine.dispose()
+
+
+def _ndjson_lines(folder: Path) -> list[str]:
+    return sorted(
+        line
+        for path in folder.glob("RiskAssessment.*.ndjson")
+        for line in path.read_text().splitlines()
+    )
+
+
+def test_the_cluster_scores_the_same_as_local(
+    spark: Any,
+    spark_cluster: StandaloneCluster,
+    synthea_ndjson: BulkFolder,
+    scored_by_cli: tuple[Path, str, str],
+    tmp_path: Path,
+) -> None:
+    """``cds population score`` on the two-worker cluster: the same score table and the
+    same RiskAssessments, byte for byte, as the same command on ``local[2]``."""
+    local, _, _ = scored_by_cli
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    assert CliRunner().invoke(main, ["db", "upgrade"], env={"DATABASE_URL": url}).exit_code == 0
+    before = len(spark_cluster.status()["completedapps"])
+    out = tmp_path / "cluster"
+    command = score_command(synthea_ndjson.root, out, spark_cluster.master_url, "ci-cluster-test")
+    done = subprocess.run(
+        command, env=repo_env(DATABASE_URL=url), capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert len(spark_cluster.status()["completedapps"]) == before + 1
+
+    assert _same_rows(spark, out / "scores", local / "scores")
+    assert spark.read.parquet(str(out / "scores")).count() == 299 * 2
+    cluster_lines = _ndjson_lines(out / "fhir")
+    assert cluster_lines and cluster_lines == _ndjson_lines(local / "fhir")
+
+    run = json.loads((out / "run.json").read_text())
+    local_run = json.loads((local / "run.json").read_text())
+    assert run["models"] == local_run["models"] and run["scores"] == local_run["scores"]
+    assert run["manifest"]["parameters"]["master"] == spark_cluster.master_url
