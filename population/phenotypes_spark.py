@@ -9,17 +9,15 @@ clustered by ``pyspark.ml.clustering.KMeans`` with the k the single-machine fit 
 restarted from :data:`N_INIT` seeds and the lowest-cost model kept (scikit-learn's
 ``n_init``; one k-means|| start may stop in another local optimum).
 
-Until the feature executor is on main, :func:`_stand_in_feature_frame` builds that
-DataFrame from the Python evaluator's vectors (``spark.createDataFrame``): a **stand-in**,
-replaced at merge by ``feature_frame(spark, tables, PHENOTYPE_FEATURES, as_of=index_date)``.
+:func:`cohort_feature_frame` computes that DataFrame with the Spark feature executor from
+the record-row tables, for the patients of a scikit-learn fit (the engine comparison).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +27,9 @@ from models.phenotypes.preprocess import Preprocessing
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
 
+    from fhir_adapters.bulk.ndjson import BulkFolder
     from models.phenotypes.fit import PhenotypeFit
 
 MAX_ITER = 100
@@ -38,25 +37,24 @@ N_INIT = 10
 TOLERANCE = 1e-6
 
 
-def _stand_in_feature_frame(
-    spark: SparkSession,
-    patient_ids: Sequence[str],
-    vectors: np.ndarray,
-    names: Sequence[str],
-) -> DataFrame:
-    """STAND-IN for ``population.features.feature_frame`` (not on main yet): the Python
-    evaluator's vectors as the DataFrame that executor returns (NaN → null)."""
-    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+def cohort_feature_frame(tables: Mapping[str, DataFrame], fit: PhenotypeFit) -> DataFrame:
+    """The fit's cohort through the Spark feature executor: the phenotype features on the
+    cohort's index day (``population.features.feature_frame``), for the patients the
+    scikit-learn fit clustered (adults alive on that day), so both engines see the same
+    patients."""
+    from pyspark.sql import functions as F
 
-    schema = StructType(
-        [StructField("patient_id", StringType(), False)]
-        + [StructField(name, DoubleType(), True) for name in names]
+    from models.phenotypes.features import PHENOTYPE_FEATURES
+    from population.features import feature_frame
+
+    patients = tables["patients"]
+    ids = patients.sparkSession.createDataFrame(
+        [(row.patient_id,) for row in fit.cohort.rows], "patient_id string"
     )
-    rows = [
-        (pid, *(None if math.isnan(v) else float(v) for v in row))
-        for pid, row in zip(patient_ids, vectors.tolist(), strict=True)
-    ]
-    return spark.createDataFrame(rows, schema)
+    frame = feature_frame(
+        patients.sparkSession, tables, PHENOTYPE_FEATURES, fit.cohort.index_date.date()
+    )
+    return frame.join(F.broadcast(ids), "patient_id")
 
 
 def preprocessed_frame(frame: DataFrame, preprocessing: Preprocessing) -> DataFrame:
@@ -138,24 +136,24 @@ def compare(fit: PhenotypeFit, result: SparkKMeansResult) -> float:
     return float(adjusted_rand_score(fit.kmeans.labels, spark_labels))
 
 
-def run_on_fit(spark: SparkSession, fit: PhenotypeFit) -> EngineComparison:
-    """MLlib k-means on the fit's own baseline vectors (through the stand-in frame)."""
-    frame = _stand_in_feature_frame(
-        spark,
-        [row.patient_id for row in fit.cohort.rows],
-        fit.raw,
-        list(fit.preprocessing.names),
-    )
+def run_on_fit(tables: Mapping[str, DataFrame], fit: PhenotypeFit) -> EngineComparison:
+    """MLlib k-means on the fit's cohort, its vectors computed by Spark from ``tables``
+    (the record-row tables of the same records, ``population.features.record_tables``)."""
+    frame = cohort_feature_frame(tables, fit)
     result = fit_spark_kmeans(frame, fit.preprocessing, fit.kmeans.clusters, fit.seed)
     return EngineComparison(result.k, compare(fit, result), result.seconds, result)
 
 
-def compare_engines(fit: PhenotypeFit, master: str, **settings: Any) -> EngineComparison:
-    """Start Spark on ``master``, run MLlib k-means on the fit's vectors, stop Spark."""
+def compare_engines(
+    fit: PhenotypeFit, bulk: BulkFolder, master: str, **settings: Any
+) -> EngineComparison:
+    """Start Spark on ``master``, compute the fit's cohort vectors from the bulk NDJSON
+    folder of the same records and run MLlib k-means on them, stop Spark."""
+    from population.features import record_tables
     from population.spark_session import SparkSettings, spark_session
 
     session = spark_session(SparkSettings(master=master, **settings))
     try:
-        return run_on_fit(session, fit)
+        return run_on_fit(record_tables(session, bulk), fit)
     finally:
         session.stop()

@@ -25,6 +25,8 @@ from cds import create_app
 from cds.config import Settings
 from cds.db import make_engine
 from cds.migrate import upgrade
+from fhir_adapters.bulk.ndjson import BulkFolder, scan_folder
+from fhir_adapters.bulk.synthea_ndjson import bundle_files, convert_bundles
 from models.shared_data import shared_data
 from tests.support.missing import shared_file, unavailable
 
@@ -231,6 +233,16 @@ def synthea_bundles() -> list[Path]:
     if not bundles:
         unavailable(f"shared Synthea data missing at {SYNTHEA}")
     return bundles
+
+
+@pytest.fixture(scope="session")
+def synthea_ndjson(tmp_path_factory: pytest.TempPathFactory) -> BulkFolder:
+    """Every shared Synthea bundle converted to bulk NDJSON (one plain file per type):
+    the population and phenotype tests' Spark input."""
+    synthea_bundles()  # skips (fails under CI) without the shared data
+    out = tmp_path_factory.mktemp("synthea-ndjson") / "bulk"
+    convert_bundles(bundle_files(SYNTHEA), out)
+    return scan_folder(out)
 
 
 @pytest.fixture(scope="session")

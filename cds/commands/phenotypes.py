@@ -10,21 +10,28 @@ command                             what
 ``assign [--data D] --out F``       each record's phenotype (JSON lines)
 =================================== =======================================================
 
-``--engine spark`` runs k-means in Spark MLlib on the same preprocessing (populations);
-the scikit-learn fit still chooses k, writes the artifact and the report, and the two
-engines' assignments are compared (adjusted Rand index).
+``--engine spark`` runs k-means in Spark MLlib on the same preprocessing (populations), the
+cohort's vectors computed from the same records by the Spark feature executor (a folder of
+Synthea bundles is converted to bulk NDJSON first); the scikit-learn fit still chooses k,
+writes the artifact and the report, and the two engines' assignments are compared
+(adjusted Rand index).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cds.commands._progress import progress_bar, progress_option
 from models.shared_data import shared_data
+
+if TYPE_CHECKING:
+    from fhir_adapters.bulk.ndjson import BulkFolder
 
 
 def _data_option(function):  # type: ignore[no-untyped-def]
@@ -129,11 +136,24 @@ def fit(
     if engine == "spark":
         from population.phenotypes_spark import compare_engines
 
-        comparison = compare_engines(result, master)
+        with tempfile.TemporaryDirectory(prefix="phenotypes-spark-") as scratch:
+            comparison = compare_engines(result, _bulk_folder(folder, Path(scratch)), master)
         click.echo(
             f"spark MLlib k-means (k = {comparison.k}): {comparison.seconds:.1f} s, "
             f"ARI vs scikit-learn {comparison.ari:.3f}"
         )
+
+
+def _bulk_folder(folder: Path, scratch: Path) -> BulkFolder:
+    """``folder`` as bulk NDJSON for Spark: as it is, or its Synthea bundles converted."""
+    from fhir_adapters.bulk.ndjson import scan_folder
+    from fhir_adapters.bulk.synthea_ndjson import bundle_files, convert_bundles
+    from fhir_adapters.records import ndjson_files
+
+    if ndjson_files(folder):
+        return scan_folder(folder)
+    convert_bundles(bundle_files(folder), scratch / "bulk")
+    return scan_folder(scratch / "bulk")
 
 
 @phenotypes.command("assign")

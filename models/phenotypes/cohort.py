@@ -29,6 +29,7 @@ from fhir_adapters.patient_context import PatientContext
 from fhir_adapters.records import PatientRecord
 from models.phenotypes.features import PHENOTYPE_FEATURES
 from models.risk.catalog import LEARNED_MODELS, YEAR, RiskModelSpec
+from models.risk.evidence import as_of_datetime
 from models.risk.features.evaluate import evaluate
 from models.risk.training.dataset import (
     Sample,
@@ -170,7 +171,9 @@ def build_cohort(
 ) -> Cohort:
     """The cohort of ``records()`` (called twice when the index date must be found first)."""
     end = data_end(records())
-    index = index_date or end - timedelta(days=FOLLOW_UP_DAYS)
+    # A calendar day, read to its end (the feature spec's as-of semantics, which the Spark
+    # executor shares): everything recorded on the index day counts.
+    index = index_date or as_of_datetime((end - timedelta(days=FOLLOW_UP_DAYS)).date())
     jobs = ((record, index, end) for record in records())
     rows: list[CohortRow] = []
     samples: list[LandmarkSample] = []

@@ -51,9 +51,14 @@ def test_fit_is_deterministic_with_a_seed(cohort, fitted, tmp_path: Path) -> Non
 def test_k_is_chosen_by_the_rule(fitted) -> None:  # type: ignore[no-untyped-def]
     table = fitted.k_choice.table
     assert [r["k"] for r in table] == list(range(2, 9))
-    eligible = [r for r in table if r["smallest_share"] >= MIN_SHARE and r["stability"] >= STABLE]
-    assert eligible, "the shipped fit rests on a stable k"
-    expected = max(eligible, key=lambda r: (r["silhouette"], -r["k"]))["k"]
+    sized = [r for r in table if r["smallest_share"] >= MIN_SHARE]
+    assert sized, "some k gives every cluster its minimum share"
+    stable = [r for r in sized if r["stability"] >= STABLE]
+    if stable:  # the highest silhouette among the stable k
+        expected = max(stable, key=lambda r: (r["silhouette"], -r["k"]))["k"]
+    else:  # none reaches the stability bar (the shared data: k = 3 at 0.798): the most stable
+        expected = max(sized, key=lambda r: (r["stability"], -r["k"]))["k"]
+        assert "no k" in fitted.k_choice.rule
     assert fitted.k_choice.k == expected == fitted.kmeans.clusters
     # The table's numbers are what they say: recomputed independently for the chosen k.
     row = next(r for r in table if r["k"] == expected)

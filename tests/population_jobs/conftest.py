@@ -22,17 +22,6 @@ from tests.support.spark_cluster import spark_cluster  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(scope="session")
-def synthea_ndjson(tmp_path_factory: pytest.TempPathFactory) -> BulkFolder:
-    """Every shared Synthea bundle converted to bulk NDJSON (one plain file per type)."""
-    synthea_bundles()  # skips (fails under CI) without the shared data
-    from tests.conftest import SYNTHEA
-
-    out = tmp_path_factory.mktemp("synthea-ndjson") / "bulk"
-    convert_bundles(bundle_files(SYNTHEA), out)
-    return scan_folder(out)
-
-
-@pytest.fixture(scope="session")
 def small_ndjson(tmp_path_factory: pytest.TempPathFactory) -> BulkFolder:
     """The first eight shared patients (and the shared hospital bundle) as bulk NDJSON."""
     from tests.conftest import SYNTHEA
