@@ -806,7 +806,7 @@ def _end_post(run: PopulationRun, posted: PostSummary | None) -> None:
     if posted is not None:
         console.print(
             f"posted {posted.posted:,} RiskAssessments to {posted.base_url} in "
-            f"{posted.bundles} transactions ({posted.created:,} created, "
+            f"{posted.bundles} transaction Bundles ({posted.created:,} created, "
             f"{posted.updated:,} updated); {posted.failed:,} not accepted"
         )
         texts = Counter(f"{f.status}: {f.text}" for f in posted.failures)
