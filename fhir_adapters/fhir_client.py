@@ -129,6 +129,31 @@ def plain_session(adapter: HTTPAdapter) -> requests.Session:
     return session
 
 
+def budgeted_retry(
+    retries: int,
+    backoff_factor: float,
+    max_retry_after: float,
+    methods: frozenset[str] = frozenset({"GET"}),
+) -> Retry:
+    """The project's retry policy (urllib3 ``Retry``): ``retries`` tries on connection errors
+    and on 429/502/503/504 for ``methods``, exponential back-off, ``Retry-After`` honoured up
+    to ``max_retry_after`` seconds (a longer one fails the call: :class:`RetryAfterTooLong`).
+    No read retries: a read timeout has already used the call's budget (and for a write the
+    server may have acted on it)."""
+    return _BudgetedRetry(
+        total=retries,
+        connect=retries,
+        read=0,
+        status=retries,
+        allowed_methods=methods,
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=backoff_factor,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        max_wait=max_retry_after,
+    )
+
+
 class SessionPool(OriginSessions):
     """The FHIR servers' sessions: retrying adapters, one pool per FHIR server origin."""
 
@@ -137,17 +162,8 @@ class SessionPool(OriginSessions):
         self.settings = settings
 
     def _fhir_session(self) -> requests.Session:
-        retry = _BudgetedRetry(
-            total=self.settings.retries,
-            connect=self.settings.retries,
-            read=0,  # a read timeout already used the call's budget
-            status=self.settings.retries,
-            allowed_methods=frozenset({"GET"}),
-            status_forcelist=RETRY_STATUSES,
-            backoff_factor=self.settings.backoff_factor,
-            respect_retry_after_header=True,
-            raise_on_status=False,
-            max_wait=self.settings.max_retry_after,
+        retry = budgeted_retry(
+            self.settings.retries, self.settings.backoff_factor, self.settings.max_retry_after
         )
         return plain_session(
             HTTPAdapter(

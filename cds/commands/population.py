@@ -11,12 +11,15 @@ command                     what
 ``records INPUT --out OUT`` the record-rows job on Spark: one Parquet table per row type
 ``score INPUT --out OUT``   the learned risk models over every patient on Spark: a Parquet
                             score table and FHIR ``RiskAssessment`` NDJSON
+``score … --post URL``      … and post the RiskAssessments to a FHIR server (transactions)
+``post OUT --to URL``       post a score output's RiskAssessments to a FHIR server
 ``runs``                    the latest population runs in the audit log
 =========================== ==============================================================
 
-``export``, ``records`` and ``score`` are recorded in the audit log
+``export``, ``records``, ``score`` and ``post`` are recorded in the audit log
 (``cds.audit.population_runs``): who ran them, the input manifest with file hashes, counts,
-the models used (id, version, artifact hash) and how they ended. ``records`` and ``score``
+the models used (id, version, artifact hash), what was posted to a FHIR server (posted and
+not accepted) and how they ended. ``records`` and ``score``
 publish their output folder only after its audit row is committed.
 """
 
@@ -27,6 +30,7 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -49,9 +53,17 @@ from cds.audit.population_runs import recent_runs, record_run
 from cds.audit.store import AuditLog, AuditUnavailable
 from cds.commands._settings import settings
 from fhir_adapters.bulk.ndjson import BulkFolder, BulkInputError, digest_files, scan_folder
-from population.run_record import BAD_INPUT, FAILED, Dataset, PopulationRun, operator_name
+from population.run_record import (
+    BAD_INPUT,
+    COMPLETED,
+    FAILED,
+    Dataset,
+    PopulationRun,
+    operator_name,
+)
 
 if TYPE_CHECKING:  # pyspark is imported only by the commands that run Spark
+    from fhir_adapters.bulk.post_back import PostSummary
     from population.spark_session import SparkSettings
 
 errors = Console(stderr=True)
@@ -482,6 +494,28 @@ def _run_records(
 
 
 # --------------------------------------------------------------------------- score
+POST_TOKEN_ENV = "WARDROUND_POST_TOKEN"  # noqa: S105 (a variable name)
+#: Audit status of a run whose post-back the FHIR server did not (fully) accept.
+POST_FAILED = 502
+
+
+def post_options(command: Any) -> Any:
+    command = click.option(
+        "--batch",
+        type=click.IntRange(min=1, max=10_000),
+        default=100,
+        show_default=True,
+        help="RiskAssessments per transaction Bundle.",
+    )(command)
+    return click.option(
+        "--token-env",
+        default=POST_TOKEN_ENV,
+        show_default=True,
+        help="Environment variable holding the FHIR server's bearer token (never on the "
+        "command line).",
+    )(command)
+
+
 #: The models ``score`` runs by default: every registered learned risk model.
 LEARNED_LOADER = "models.risk.learned:"
 
@@ -528,6 +562,13 @@ def _as_of(value: str | None) -> date:
 @click.option("--progress/--no-progress", default=True, help="Progress of the job's steps.")
 @click.option("--ui", is_flag=True, help="Spark's web UI (127.0.0.1 on one machine).")
 @click.option("--operator", help="Who runs this (audit log); default WARDROUND_OPERATOR or login.")
+@click.option(
+    "--post",
+    "post_to",
+    metavar="URL",
+    help="Post the RiskAssessments to this FHIR server base URL.",
+)
+@post_options
 def score(
     input_folder: Path,
     out_folder: Path,
@@ -541,13 +582,18 @@ def score(
     progress: bool,
     ui: bool,
     operator: str | None,
+    post_to: str | None,
+    token_env: str,
+    batch: int,
 ) -> None:
     """Score every patient in the bulk folder INPUT with the learned risk models → OUT.
 
     OUT (which must not exist) gets records/ (the record-row tables), scores/ (Parquet:
     one row per patient and model: probability, band, top factors, model id, version and
     artifact hash), fhir/RiskAssessment.NNN.ndjson (eligible patients) and run.json; it
-    appears only once the run is in the audit log.
+    appears only once the run is in the audit log. With --post, the RiskAssessments are
+    then posted to that FHIR server (transaction Bundles of --batch PUTs), the counts kept
+    with the run; a failed post exits non-zero (the scores are still written).
     """
     from population.records_job import input_files, planned_inputs
     from population.scoring import ScoringModel
@@ -581,6 +627,7 @@ def score(
             "models": [m.id for m in models],
         },
     )
+    token = _post_token(post_to, token_env, batch, run)
     run.models = [ScoringModel.of(m).describe() for m in models]
     with _audit() as audit:
         started = time.perf_counter()
@@ -605,12 +652,19 @@ def score(
             run.fail(FAILED, code, "the Spark job did not complete; see its log")
             _record(audit, run, started)
             raise click.ClickException(f"score job failed: {code}") from exc
+        posted = None
+        if post_to and result.resources:
+            from population.score_job import FHIR
+
+            posted = _post_back(run, staging / FHIR, post_to, token, batch)
         try:
             seq = _record(audit, run, started)
         except click.ClickException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         summary = {"audit_seq": seq, "scores": result.per_model}
+        if posted is not None:
+            summary["post"] = posted.to_json()
         (staging / "run.json").write_text(json.dumps(run.to_json() | summary, indent=2) + "\n")
         staging.rename(out_folder)
     console.print(_score_table(f"{out_folder}: scores on {day.isoformat()}", result, models))
@@ -619,6 +673,7 @@ def score(
         f"{result.resources:,} RiskAssessments in {len(result.files)} files; "
         f"{run.duration_ms / 1000:.1f} s; run {run.run_id}, audit seq {seq}"
     )
+    _end_post(run, posted)
 
 
 def _score_table(title: str, result: Any, models: list[Any]) -> Table:
@@ -687,6 +742,125 @@ def _run_score(
           for model_id, counts in result.per_model.items()),
     ]  # fmt: skip
     return result
+
+
+# --------------------------------------------------------------------------- post
+def _post_token(post_to: str | None, token_env: str, batch: int, run: PopulationRun) -> str | None:
+    """The bearer token for posting (read once; never logged), and the ask in the manifest."""
+    if not post_to:
+        return None
+    if not post_to.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{post_to!r}: expected an http(s) FHIR base URL")
+    run.parameters["post"] = {"to": post_to, "batch": batch, "token_env": token_env}
+    token = os.environ.get(token_env) or None
+    if token is None:
+        errors.print(f"[yellow]{token_env} is not set: posting without a bearer token[/]")
+    return token
+
+
+def _post_back(
+    run: PopulationRun, folder: Path, base_url: str, token: str | None, batch: int
+) -> PostSummary | None:
+    """Post ``folder``'s RiskAssessments; the counts go into the run's outputs.
+
+    Returns None when the post could not go on (the run is marked failed with the reason).
+    """
+    from fhir_adapters.bulk.post_back import PostError, PostSettings, post_back
+
+    with _progress() as bar:
+        task = bar.add_task("posting RiskAssessments", total=None)
+
+        def on_bundle(summary: PostSummary) -> None:
+            bar.update(task, completed=summary.posted + summary.failed)
+
+        try:
+            summary = post_back(folder, base_url, token, PostSettings(batch_size=batch), on_bundle)
+        except PostError as exc:
+            run.fail(POST_FAILED, exc.code, str(exc))
+            return None
+    problems = {"not_accepted": summary.failed, "unreadable_lines": summary.read.problem_total}
+    run.outputs.append(
+        Dataset(
+            "posted/RiskAssessment",
+            "fhir-transaction",
+            summary.posted,
+            ({"bundles": summary.bundles, "created": summary.created, "updated": summary.updated},),
+            problems,
+            location=base_url,
+        )
+    )
+    if summary.failed or summary.read.problem_total:
+        total = summary.posted + summary.failed
+        run.fail(
+            POST_FAILED,
+            "post_incomplete",
+            f"{summary.failed} of {total} RiskAssessments not accepted by the FHIR server",
+        )
+    return summary
+
+
+def _end_post(run: PopulationRun, posted: PostSummary | None) -> None:
+    """Print the post's counts and failures (the server's text); a failed post exits 1."""
+    if "post" not in run.parameters:
+        return
+    if posted is not None:
+        console.print(
+            f"posted {posted.posted:,} RiskAssessments to {posted.base_url} in "
+            f"{posted.bundles} transaction Bundles ({posted.created:,} created, "
+            f"{posted.updated:,} updated); {posted.failed:,} not accepted"
+        )
+        texts = Counter(f"{f.status}: {f.text}" for f in posted.failures)
+        for text, count in texts.most_common(10):
+            errors.print(f"[red]not accepted[/] {count} x {text}")
+    if run.status != COMPLETED:
+        raise click.ClickException(f"post to the FHIR server failed: {run.error_detail}")
+
+
+@population.command("post")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--to", "post_to", metavar="URL", required=True, help="The FHIR server's base URL.")
+@post_options
+@click.option("--operator", help="Who runs this (audit log); default WARDROUND_OPERATOR or login.")
+def post(path: Path, post_to: str, token_env: str, batch: int, operator: str | None) -> None:
+    """Post the RiskAssessments of PATH (a `score` output, or a folder of RiskAssessment
+    NDJSON) to the FHIR server URL, as transaction Bundles of --batch PUTs (re-posting
+    updates the same resources)."""
+    from fhir_adapters.bulk.post_back import PostError, risk_assessment_files
+
+    run = PopulationRun("post", operator_name(operator), {}, fhir_server=post_to)
+    token = _post_token(post_to, token_env, batch, run)
+    run.parameters["input"] = str(path.resolve())
+    with _audit() as audit:
+        started = time.perf_counter()
+        try:
+            files = risk_assessment_files(path)
+        except PostError as exc:
+            run.fail(BAD_INPUT, exc.code, str(exc))
+            _record(audit, run, started)
+            raise click.ClickException(str(exc)) from None
+        digests = digest_files(files)
+        run.inputs = [
+            Dataset(
+                "RiskAssessment",
+                "bulk-ndjson",
+                0,
+                tuple(d.to_json() for d in digests),
+            )
+        ]
+        posted = _post_back(run, files[0].path.parent, post_to, token, batch)
+        if posted is not None:
+            run.inputs = [
+                Dataset(
+                    "RiskAssessment",
+                    "bulk-ndjson",
+                    posted.read.resources,
+                    run.inputs[0].files,
+                    {"unreadable_lines": posted.read.problem_total},
+                )
+            ]
+        seq = _record(audit, run, started)
+    console.print(f"run {run.run_id}, audit seq {seq}")
+    _end_post(run, posted)
 
 
 @population.command("runs")

@@ -1,7 +1,8 @@
 """FAULT INJECTOR (a named test double): an HTTP proxy in front of the real FHIR server.
 
 The real server (sekmet-fhir) never answers 429, 503 or hangs on demand; this proxy
-causes exactly those faults, then forwards everything else to the real server unchanged
+causes exactly those faults, then forwards everything else (GET, DELETE, and POST with its
+body) to the real server unchanged
 (rewriting the server's own base URL in bodies and headers to the proxy's, as a reverse
 proxy does, so ``next`` links keep pointing at the proxy).
 """
@@ -110,8 +111,14 @@ class FaultProxy:
             def do_DELETE(self) -> None:
                 self._handle("DELETE")
 
+            def do_POST(self) -> None:
+                self._handle("POST")
+
             def _handle(self, method: str) -> None:
                 proxy.requests.append(self.path if method == "GET" else f"{method} {self.path}")
+                length = int(self.headers.get("Content-Length") or 0)
+                # Read the request body first: an answered fault must leave the connection clean.
+                self.request_body = self.rfile.read(length) if length else None
                 fault = proxy._next_fault(self.path)
                 if fault.delay_s:
                     time.sleep(fault.delay_s)
@@ -123,11 +130,14 @@ class FaultProxy:
             def _forward(self, method: str, fault: Fault) -> None:
                 origin = proxy.upstream.split("/", 3)
                 upstream_origin = "/".join(origin[:3])
-                wanted = ("accept", "authorization", "prefer")
+                wanted = ("accept", "authorization", "prefer", "content-type")
                 headers = {k: v for k, v in self.headers.items() if k.lower() in wanted}
                 try:
                     answer = proxy._session.request(
-                        method, upstream_origin + self.path, headers=headers
+                        method,
+                        upstream_origin + self.path,
+                        headers=headers,
+                        data=self.request_body,
                     )
                 except requests.RequestException:
                     self._answer(502, [], b"")
