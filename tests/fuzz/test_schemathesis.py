@@ -29,14 +29,18 @@ def test_generated_cases_get_documented_answers_and_no_5xx(target: tuple[LiveSer
     # The short run spends its budget on the seeded service (patient-summary): its cards
     # and feedback are what the realism checks below look for; every other operation
     # still gets cases.
-    totals = fuzz(server, schema, plan(schema, CASES, focus="patient-summary"), derandomize=True)
+    budget = plan(schema, CASES, focus="patient-summary")
+    totals = fuzz(server, schema, budget, derandomize=True)
     report = "\n\n".join(totals.failures[:5])
     assert not totals.failures, f"{totals.summary()}\n\n{report}"
     assert not server.error_lines(), "\n".join(server.error_lines()[:5])
 
     labels = {result.ok().label for result in schema.get_all_operations()}
     assert set(totals.by_operation) == labels, "every documented operation was fuzzed"
-    assert totals.cases >= CASES * 0.9
+    # The plan gives the focus its weight and every other (operation, mode) its minimum, so
+    # it holds fewer than CASES once many services are registered; nearly all of it ran (a
+    # GET without parameters has one distinct case).
+    assert totals.cases >= sum(budget.values()) * 0.9, (totals.cases, sum(budget.values()))
     # Realism: the cases reached the service (cards) and the feedback store, not only 400s.
     reached = {(label, status) for label, _, status in totals.outcomes}
     assert ("POST /cds-services/patient-summary", 200) in reached
