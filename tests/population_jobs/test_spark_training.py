@@ -12,16 +12,24 @@ of the single-machine trainer's on the same data.
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from fhir_adapters.bulk.ndjson import BulkFolder
 from fhir_adapters.records import read_records
 from models.risk.catalog import LEARNED_MODELS, SURVEYED_OUTCOMES
+from models.risk.learned import load
 from models.risk.training.dataset import Dataset, build_dataset, label
+from tests.population_jobs.conftest import repo_env
 
 #: |Spark held-out AUROC - single-machine held-out AUROC| allowed: the same rows, split,
 #: hyper-parameters and calibration; the trees differ by the CV's rounds (fold means
@@ -121,3 +129,68 @@ def test_spark_labels_of_the_surveyed_outcomes_equal_the_single_machine_ones(
     assert spark == expected
     if spec.requires:  # the required condition narrows the rows to some patients
         assert 0 < len(expected) < len(single_machine.samples) / 2
+
+
+# --------------------------------------------------------------------------- the command
+@pytest.fixture(scope="module")
+def trained_by_cli(synthea_ndjson: BulkFolder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from click.testing import CliRunner
+
+    from cds.cli import main
+
+    folder = tmp_path_factory.mktemp("train-cli")
+    url = f"sqlite:///{folder / 'audit.db'}"
+    assert CliRunner().invoke(main, ["db", "upgrade"], env={"DATABASE_URL": url}).exit_code == 0
+    out = folder / "out"
+    command = [
+        sys.executable, "-m", "cds.cli", "population", "train", str(synthea_ndjson.root),
+        "--model", TRAINED, "--out", str(out), "--master", "local[2]",
+        "--driver-memory", "1g", "--executor-memory", "1g", "--operator", "ci-train-test",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, env=repo_env(DATABASE_URL=url), capture_output=True, text=True, timeout=1500
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "held-out AUROC" in done.stdout
+    return out
+
+
+def test_population_train_writes_a_loadable_artifact_close_to_the_single_machine_one(
+    trained_by_cli: Path,
+    tables: dict[str, Any],
+    single_machine: Dataset,
+    tmp_path: Path,
+) -> None:
+    from models.risk.training.train import _fit_one
+    from population.training_set import TrainingTarget, training_set
+
+    spec = LEARNED_MODELS[TRAINED]
+    model = load(TRAINED, folder=trained_by_cli)
+    metrics = json.loads((trained_by_cli / TRAINED / "metrics.json").read_text())
+    held = metrics["held_out"]
+
+    # the loaded model reproduces the job's held-out predictions (its AUROC)
+    names = list(spec.features.names)
+    frame = training_set(tables, TrainingTarget.of(spec, _index_specs(spec))).frame
+    rows = frame.filter("test").orderBy("patient_id", "index_at").collect()
+    X = np.array([[r[n] for n in names] for r in rows], dtype=float)
+    y = np.array([r["label"] for r in rows], dtype=int)
+    p = model.probabilities(X)
+    assert held["samples"] == len(y) and held["events"] == int(y.sum())
+    assert math.isclose(float(roc_auc_score(y, p)), held["auroc"], abs_tol=1e-9)
+    assert ((p > 0) & (p < 1)).all()
+
+    # the single-machine trainer on the same data set: the same held-out rows, close AUROC
+    single = _fit_one(spec, single_machine, "ndjson", tmp_path, []).metrics["held_out"]
+    assert single["samples"] == held["samples"] and single["events"] == held["events"]
+    assert abs(held["auroc"] - single["auroc"]) <= AUROC_TOLERANCE, (held["auroc"], single)
+    assert held["auroc"] > 0.7  # far from chance on these data
+
+    run = json.loads((trained_by_cli / "run.json").read_text())
+    assert run["status"] == 200 and run["service_id"] == "population:train"
+    assert run["models"][0]["id"] == TRAINED
+    assert run["models"][0]["hash"] == model.artifact.sha256
+    print(
+        f"\n{TRAINED}: held-out AUROC Spark {held['auroc']:.4f} vs single-machine "
+        f"{single['auroc']:.4f}; rounds {metrics['rounds']}; rows {held['samples']}"
+    )
