@@ -173,6 +173,19 @@ population-score: $(STAMP) java
 	$(BIN)/cds population score $(POPULATION)/synthea-ndjson --out $(POPULATION)/scores \
 		--master '$(or $(MASTER),local[*])' --as-of $(or $(AS_OF),2020-06-30)
 
+# A learned risk model (MODEL, default acute-care-1y) trained on Spark from every shared
+# Synthea patient (`cds population train`: the training data set in Spark SQL,
+# xgboost.spark, the single-machine trainer's calibration, metrics and artifact) into
+# instance/population/trained/<model>/ (load with models.risk.learned.load). Audited.
+.PHONY: population-train
+population-train: $(STAMP) java
+	$(BIN)/cds db upgrade
+	test -d $(POPULATION)/synthea-ndjson || \
+		$(BIN)/cds population convert $(SHARED_DATA)/synthea-r4 $(POPULATION)/synthea-ndjson
+	rm -rf $(POPULATION)/trained
+	$(BIN)/cds population train $(POPULATION)/synthea-ndjson --out $(POPULATION)/trained \
+		--model $(or $(MODEL),acute-care-1y) --master '$(or $(MASTER),local[*])'
+
 # Bulk read + record rows at 600 / 10,000 / 100,000 patients (synthetic clones, generated
 # once into instance/bench-population/): single-process Python, Spark local[2] and a
 # two-worker standalone cluster on 127.0.0.1 → BENCHMARKS.md ("Population").

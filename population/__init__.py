@@ -14,10 +14,13 @@ module                      what
 ``bulk_frames``             a bulk folder's files of one type → DataFrame (``read_type``)
 ``spark_rows``              record rows in Spark SQL (twin of ``fhir_adapters.record_rows``)
 ``records_job``             the records job: rows → Parquet, counts observed in one pass
-``features``                the feature spec in Spark SQL (``feature_frame``), eligibility
+``features``                the feature spec in Spark SQL (``feature_frame``, per row:
+                            ``feature_frame_at``), eligibility
 ``scoring``                 learned risk models in mapInPandas (``score_frame``)
 ``risk_assessments``        score rows → FHIR RiskAssessment NDJSON
 ``score_job``               the score job: Parquet scores + RiskAssessment NDJSON
+``training_set``            the risk models' training data set (twin of ``training.dataset``)
+``train_job``               train on Spark: xgboost.spark + the single-machine calibration
 ``run_record``              what a run did (``PopulationRun``), for the audit log and run.json
 =========================== ==============================================================
 """

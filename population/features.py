@@ -6,6 +6,9 @@ job writes) with Spark SQL aggregations: one row per patient, ``patient_id`` and
 double column per feature, missing = NaN, with the semantics of ``spec.py``. A test holds
 it equal, patient by patient and feature by feature, to ``evaluate`` on the
 PatientContext a hook would have built on the same as-of day (``context_as_of``).
+:func:`feature_frame_at` is the same computation with each row's own as-of moment (one
+row per patient and index date: the training data set, :mod:`population.training_set`);
+both go through :class:`AsOf`.
 
 The record is read as it stood at the end of the as-of day, as ``fhir_adapters.as_of``
 rewinds it for training: records dated after it are left out (and so are records without
@@ -25,6 +28,7 @@ and broadcast back as a small table; never the evaluator itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -48,6 +52,58 @@ ZERO_WHEN_NONE = frozenset({"count", "present", "active"})
 #: The suffix of a feature's basis column (``with_basis``): the record its value rests on.
 BASIS = "__basis"
 TABLE_NAMES = ("patients", "conditions", "observations", "medications", "encounters")
+#: The as-of columns a per-row read joins onto the record rows (``AsOf.per_row``).
+AS_OF_DAY, AS_OF_END = "__as_of_day", "__as_of_end"
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """When the record is read: one calendar day for every patient, or each row's own time.
+
+    ``day`` is the calendar day (UTC) windows and ages are counted on; ``end`` the last
+    moment of the record that is read. One day (:meth:`on_day`): ``end`` is the end of
+    that day. Per row (:meth:`per_row`): an index frame of ``patient_id`` and a timestamp
+    column; ``end`` is that very moment (``record_as_of`` rewinds to it), ``day`` its UTC
+    day, and every aggregate is grouped by patient *and* that timestamp.
+    """
+
+    day: Column
+    end: Column
+    keys: tuple[str, ...] = ()
+    index: DataFrame | None = None
+
+    @classmethod
+    def on_day(cls, as_of: date) -> AsOf:
+        if isinstance(as_of, datetime):
+            raise TypeError("as_of is a calendar day (datetime.date), not a datetime")
+        return cls(F.lit(as_of), F.lit(as_of_datetime(as_of).isoformat()).cast("timestamp"))
+
+    @classmethod
+    def per_row(cls, index: DataFrame, at: str) -> AsOf:
+        frame = index.select(
+            "patient_id",
+            F.col(at),
+            F.to_date(F.col(at)).alias(AS_OF_DAY),
+            F.col(at).alias(AS_OF_END),
+        )
+        return cls(F.col(AS_OF_DAY), F.col(AS_OF_END), (at,), frame)
+
+    def attach(self, rows: DataFrame) -> DataFrame:
+        """``rows`` (per patient) with the as-of columns: one copy per index row."""
+        if self.index is None:
+            return rows
+        return rows.join(self.index, "patient_id")
+
+    @property
+    def group(self) -> list[str]:
+        """The grouping columns of a per-patient aggregate (with the as-of columns)."""
+        if self.index is None:
+            return ["patient_id"]
+        return ["patient_id", *self.keys, AS_OF_DAY, AS_OF_END]
+
+    @property
+    def join_keys(self) -> list[str]:
+        return ["patient_id", *self.keys]
 
 
 # --------------------------------------------------------------------------- expressions
@@ -95,17 +151,13 @@ def _day(when: Column) -> Column:
     return F.to_date(when)
 
 
-def _in_window(when: Column, as_of: date, window_days: int | None) -> Column:
+def _in_window(when: Column, as_of: AsOf, window_days: int | None) -> Column:
     """Inclusive ``[as_of - window_days, as_of]`` on UTC calendar days (dated records)."""
     day = _day(when)
-    inside = day.isNotNull() & (day <= F.lit(as_of))
+    inside = day.isNotNull() & (day <= as_of.day)
     if window_days is not None:
-        inside = inside & (F.datediff(F.lit(as_of), day) <= window_days)
+        inside = inside & (F.datediff(as_of.day, day) <= window_days)
     return inside
-
-
-def _end_of(as_of: date) -> Column:
-    return F.lit(as_of_datetime(as_of).isoformat()).cast("timestamp")
 
 
 def _latest(value: Column, selected: Column, *order: Column) -> Column:
@@ -155,18 +207,17 @@ def _reduce(
 
 # --------------------------------------------------------------------------- per source
 def _observations(
-    frame: DataFrame, features: list[FeatureSpec], as_of: date
+    frame: DataFrame, features: list[FeatureSpec], as_of: AsOf
 ) -> tuple[DataFrame, list[Column]]:
     loincs = sorted({c.code for f in features for c in f.codes if c.system == LOINC})
     prefetched = F.coalesce(F.col("category").isin(*PREFETCHED_CATEGORIES), F.lit(False)) | (
         F.col("loinc") == SMOKING_STATUS
     )
-    rows = (
-        frame.filter(F.col("loinc").isin(*loincs) & prefetched)
-        .filter(F.col("effective").isNotNull() & (F.col("effective") <= _end_of(as_of)))
-        .dropDuplicates(
-            ["patient_id", "loinc", "observation_id", "effective", "value", "value_text"]
-        )
+    unique = frame.filter(F.col("loinc").isin(*loincs) & prefetched).dropDuplicates(
+        ["patient_id", "loinc", "observation_id", "effective", "value", "value_text"]
+    )
+    rows = as_of.attach(unique).filter(
+        F.col("effective").isNotNull() & (F.col("effective") <= as_of.end)
     )
     order = (F.col("effective"), F.col("observation_id"))
     aggregates: list[Column] = []
@@ -188,19 +239,20 @@ def _observations(
     return rows, aggregates
 
 
-def _conditions(frame: DataFrame, as_of: date) -> DataFrame:
+def _conditions(frame: DataFrame, as_of: AsOf) -> DataFrame:
     """The patients' conditions as they stood on ``as_of`` (rows are per coding)."""
     recorded = F.coalesce(F.col("recorded"), F.col("onset"))
-    return frame.filter(
+    kept = frame.filter(
         ~F.coalesce(F.col("verification_status"), F.lit("")).isin(*sorted(NOT_TRUE))
-    ).filter(recorded.isNotNull() & (recorded <= _end_of(as_of)))
+    )
+    return as_of.attach(kept).filter(recorded.isNotNull() & (recorded <= as_of.end))
 
 
 def _condition_level(
-    frame: DataFrame, matchers: Mapping[str, tuple[CodeMatch, ...]], as_of: date
+    frame: DataFrame, matchers: Mapping[str, tuple[CodeMatch, ...]], as_of: AsOf
 ) -> DataFrame:
     """One row per condition, with a boolean per matcher (any of its codings matches)."""
-    keys = ["patient_id", "condition_id", "onset", "abatement", "clinical_status"]
+    keys = [*as_of.group, "condition_id", "onset", "abatement", "clinical_status"]
     flags = [
         F.max(code_matches(F.col("system"), F.col("code"), codes)).alias(name)
         for name, codes in matchers.items()
@@ -208,14 +260,14 @@ def _condition_level(
     return _conditions(frame, as_of).groupBy(*keys).agg(*flags)
 
 
-def _condition_aggregates(features: list[FeatureSpec], as_of: date) -> list[Column]:
-    end = _end_of(as_of)
+def _condition_aggregates(features: list[FeatureSpec], as_of: AsOf) -> list[Column]:
+    end = as_of.end
     order = (F.col("onset"), F.col("condition_id"))
     aggregates: list[Column] = []
     for spec in features:
         match = F.col(f"m__{spec.name}")
         if spec.aggregation == "active":
-            onset_ok = F.col("onset").isNull() | (_day(F.col("onset")) <= F.lit(as_of))
+            onset_ok = F.col("onset").isNull() | (_day(F.col("onset")) <= as_of.day)
             # A condition that abated after as_of was still active then (``as_of`` rewind).
             active_then = (
                 F.col("abatement").isNull()
@@ -246,19 +298,22 @@ def _atc_codes(codings: list[Any] | None, text: str | None) -> list[str]:
     return list(identify(concept).atc)
 
 
-def _medication_requests(frame: DataFrame, as_of: date, with_atc: bool) -> DataFrame:
+def _medication_requests(frame: DataFrame, as_of: AsOf, with_atc: bool) -> DataFrame:
     """One row per MedicationRequest on ``as_of``: its codings, and its ATC codes."""
     kept = frame.filter(F.coalesce(F.col("status"), F.lit("")) != "entered-in-error").filter(
-        F.col("authored_on").isNotNull() & (F.col("authored_on") <= _end_of(as_of))
+        F.col("authored_on").isNotNull()
     )
     requests = kept.groupBy("patient_id", "medication_request_id", "authored_on", "text").agg(
         F.array_sort(F.collect_list(F.struct("system", "code", "display"))).alias("codings")
     )
     if not with_atc:
-        return requests.withColumn("atc", F.array().cast(ArrayType(StringType())))
-    key = F.sha2(F.to_json(F.struct("codings", "text")), 256)
-    requests = requests.withColumn("concept_key", key)
-    return requests.join(F.broadcast(_atc_table(requests)), "concept_key").drop("concept_key")
+        requests = requests.withColumn("atc", F.array().cast(ArrayType(StringType())))
+    else:
+        key = F.sha2(F.to_json(F.struct("codings", "text")), 256)
+        requests = requests.withColumn("concept_key", key)
+        atc = F.broadcast(_atc_table(requests))
+        requests = requests.join(atc, "concept_key").drop("concept_key")
+    return as_of.attach(requests).filter(F.col("authored_on") <= as_of.end)
 
 
 def _atc_table(requests: DataFrame) -> DataFrame:
@@ -282,7 +337,7 @@ def _atc_table(requests: DataFrame) -> DataFrame:
     return requests.sparkSession.createDataFrame(mapped, schema)
 
 
-def _medication_aggregates(features: list[FeatureSpec], as_of: date) -> list[Column]:
+def _medication_aggregates(features: list[FeatureSpec], as_of: AsOf) -> list[Column]:
     order = (F.col("authored_on"), F.col("medication_request_id"))
     aggregates: list[Column] = []
     for spec in features:
@@ -304,7 +359,7 @@ def _medication_aggregates(features: list[FeatureSpec], as_of: date) -> list[Col
     return aggregates
 
 
-def _encounter_aggregates(features: list[FeatureSpec], as_of: date) -> list[Column]:
+def _encounter_aggregates(features: list[FeatureSpec], as_of: AsOf) -> list[Column]:
     order = (F.col("start"), F.col("encounter_id"))
     aggregates: list[Column] = []
     for spec in features:
@@ -316,24 +371,27 @@ def _encounter_aggregates(features: list[FeatureSpec], as_of: date) -> list[Colu
             value = F.count(F.when(selected, 1)).cast("double")
         else:  # days_since
             last = F.max(F.when(selected, _day(F.col("start"))))
-            value = F.datediff(F.lit(as_of), last).cast("double")
+            value = F.datediff(as_of.day, last).cast("double")
         aggregates.append(value.alias(spec.name))
         basis = _latest(F.col("encounter_id"), selected, *order)
         aggregates.append(_reference("Encounter", basis).alias(spec.name + BASIS))
     return aggregates
 
 
-def age_on(birth_date: Column, as_of: date) -> Column:
-    """Completed years on ``as_of`` (``context_builder._age``); null without a birth date."""
-    before_birthday = (F.lit(as_of.month) < F.month(birth_date)) | (
-        (F.lit(as_of.month) == F.month(birth_date)) & (F.lit(as_of.day) < F.dayofmonth(birth_date))
+def age_on(birth_date: Column, as_of: date | Column) -> Column:
+    """Completed years on ``as_of`` (``context_builder._age``); null without a birth date.
+
+    ``as_of``: a calendar day, or a date column (each row's own day)."""
+    day = F.lit(as_of) if isinstance(as_of, date) else as_of
+    before_birthday = (F.month(day) < F.month(birth_date)) | (
+        (F.month(day) == F.month(birth_date)) & (F.dayofmonth(day) < F.dayofmonth(birth_date))
     )
-    return F.lit(as_of.year) - F.year(birth_date) - F.when(before_birthday, 1).otherwise(0)
+    return F.year(day) - F.year(birth_date) - F.when(before_birthday, 1).otherwise(0)
 
 
-def _demographic(spec: FeatureSpec, as_of: date) -> Column:
+def _demographic(spec: FeatureSpec, as_of: AsOf) -> Column:
     if spec.aggregation == "age":
-        value = age_on(F.col("birth_date"), as_of).cast("double")
+        value = age_on(F.col("birth_date"), as_of.day).cast("double")
     else:
         value = F.when(F.col("sex") == "male", 1.0).when(F.col("sex") == "female", 0.0)
     return value.alias(spec.name)
@@ -356,41 +414,63 @@ def feature_frame(
     rests on (the one ``evaluate`` puts in its evidence), null when none.
     """
     del spark  # the tables carry their session; kept for a uniform job signature
-    if isinstance(as_of, datetime):
-        raise TypeError("as_of is a calendar day (datetime.date), not a datetime")
+    return _features(tables, features, AsOf.on_day(as_of), with_basis)
+
+
+def feature_frame_at(
+    tables: Mapping[str, DataFrame],
+    features: FeatureSet,
+    index: DataFrame,
+    at: str = "index_at",
+    *,
+    with_basis: bool = False,
+) -> DataFrame:
+    """One row per row of ``index`` (``patient_id`` and the timestamp column ``at``): the
+    features of that patient's record as it stood at that moment (``record_as_of``:
+    records dated after it left out; windows and age on its UTC calendar day).
+
+    Columns: ``patient_id``, ``at`` and one double per feature, as :func:`feature_frame`.
+    ``index`` must hold each (patient, moment) once.
+    """
+    return _features(tables, features, AsOf.per_row(index, at), with_basis)
+
+
+def _features(
+    tables: Mapping[str, DataFrame], features: FeatureSet, as_of: AsOf, with_basis: bool
+) -> DataFrame:
     by_source: dict[str, list[FeatureSpec]] = {}
     for spec in features.features:
         by_source.setdefault(spec.source, []).append(spec)
 
-    patients = tables["patients"]
+    patients = as_of.attach(tables["patients"])
     frame = patients.select(
-        "patient_id", *(_demographic(s, as_of) for s in by_source.get("demographic", []))
+        *as_of.join_keys, *(_demographic(s, as_of) for s in by_source.get("demographic", []))
     )
     parts: list[DataFrame] = []
     if by_source.get("observation"):
         rows, aggregates = _observations(tables["observations"], by_source["observation"], as_of)
-        parts.append(rows.groupBy("patient_id").agg(*aggregates))
+        parts.append(rows.groupBy(*as_of.group).agg(*aggregates))
     if by_source.get("condition"):
         specs = by_source["condition"]
         level = _condition_level(
             tables["conditions"], {f"m__{s.name}": s.codes for s in specs}, as_of
         )
-        parts.append(level.groupBy("patient_id").agg(*_condition_aggregates(specs, as_of)))
+        parts.append(level.groupBy(*as_of.group).agg(*_condition_aggregates(specs, as_of)))
     if by_source.get("medication"):
         specs = by_source["medication"]
         with_atc = any(c.system == ATC for s in specs for c in s.codes)
         requests = _medication_requests(tables["medications"], as_of, with_atc)
-        parts.append(requests.groupBy("patient_id").agg(*_medication_aggregates(specs, as_of)))
+        parts.append(requests.groupBy(*as_of.group).agg(*_medication_aggregates(specs, as_of)))
     if by_source.get("encounter"):
         specs = by_source["encounter"]
-        encounters = tables["encounters"].filter(
-            F.col("start").isNotNull() & (F.col("start") <= _end_of(as_of))
+        encounters = as_of.attach(tables["encounters"]).filter(
+            F.col("start").isNotNull() & (F.col("start") <= as_of.end)
         )
-        parts.append(encounters.groupBy("patient_id").agg(*_encounter_aggregates(specs, as_of)))
+        parts.append(encounters.groupBy(*as_of.group).agg(*_encounter_aggregates(specs, as_of)))
     for part in parts:
-        frame = frame.join(part, "patient_id", "left")
+        frame = frame.join(part.drop(AS_OF_DAY, AS_OF_END), as_of.join_keys, "left")
 
-    columns: list[Column] = [F.col("patient_id")]
+    columns: list[Column] = [F.col(key) for key in as_of.join_keys]
     for spec in features.features:
         value = F.col(spec.name).cast("double")
         default = 0.0 if spec.aggregation in ZERO_WHEN_NONE else NAN
@@ -416,7 +496,8 @@ def eligibility_frame(
     ``code_sets``, a boolean column of that name: a matching condition is recorded with its
     onset on or before the end of as_of (``LearnedRiskModel._recorded``).
     """
-    end = _end_of(as_of)
+    when = AsOf.on_day(as_of)
+    end = when.end
     patients = tables["patients"].select(
         "patient_id",
         age_on(F.col("birth_date"), as_of).alias("age_years"),
@@ -427,7 +508,7 @@ def eligibility_frame(
     if not code_sets:
         return patients
     matchers = {f"m__{name}": codes for name, codes in code_sets.items()}
-    level = _condition_level(tables["conditions"], matchers, as_of)
+    level = _condition_level(tables["conditions"], matchers, when)
     onset_ok = F.col("onset").isNull() | (F.col("onset") <= end)
     recorded = level.groupBy("patient_id").agg(
         *(F.max(F.col(f"m__{name}") & onset_ok).alias(name) for name in code_sets)

@@ -13,10 +13,12 @@ command                     what
                             score table and FHIR ``RiskAssessment`` NDJSON
 ``score … --post URL``      … and post the RiskAssessments to a FHIR server (transactions)
 ``post OUT --to URL``       post a score output's RiskAssessments to a FHIR server
+``train INPUT --model ID``  train a learned risk model on Spark (xgboost.spark): the
+  ``--out OUT``             artifact ``cds models train`` writes, from bulk NDJSON
 ``runs``                    the latest population runs in the audit log
 =========================== ==============================================================
 
-``export``, ``records``, ``score`` and ``post`` are recorded in the audit log
+``export``, ``records``, ``score``, ``train`` and ``post`` are recorded in the audit log
 (``cds.audit.population_runs``): who ran them, the input manifest with file hashes, counts,
 the models used (id, version, artifact hash), what was posted to a FHIR server (posted and
 not accepted) and how they ended. ``records`` and ``score``
@@ -26,6 +28,7 @@ publish their output folder only after its audit row is committed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -861,6 +864,174 @@ def post(path: Path, post_to: str, token_env: str, batch: int, operator: str | N
         seq = _record(audit, run, started)
     console.print(f"run {run.run_id}, audit seq {seq}")
     _end_post(run, posted)
+
+
+# --------------------------------------------------------------------------- train
+@population.command("train")
+@click.argument("input_folder", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--model", "model_id", required=True, help="The learned risk model id to train.")
+@click.option("--out", "out_folder", type=click.Path(path_type=Path), required=True)
+@click.option("--master", default="local[*]", show_default=True, help="Spark master URL.")
+@click.option(
+    "--workers",
+    "num_workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="xgboost.spark training tasks (one per executor core used).",
+)
+@click.option("--driver-memory", default="2g", show_default=True)
+@click.option("--executor-memory", default="2g", show_default=True)
+@click.option("--shuffle-partitions", type=click.IntRange(min=1))
+@click.option("--conf", "conf", multiple=True, help="Extra spark.KEY=VALUE (repeatable).")
+@click.option("--ui", is_flag=True, help="Spark's web UI (127.0.0.1 on one machine).")
+@click.option("--operator", help="Who runs this (audit log); default WARDROUND_OPERATOR or login.")
+def train(
+    input_folder: Path,
+    model_id: str,
+    out_folder: Path,
+    master: str,
+    num_workers: int,
+    driver_memory: str,
+    executor_memory: str,
+    shuffle_partitions: int | None,
+    conf: tuple[str, ...],
+    ui: bool,
+    operator: str | None,
+) -> None:
+    """Train a learned risk model on Spark from the bulk folder INPUT → OUT/<model id>/.
+
+    The training data set (index dates, eligibility, outcome, features as of each index
+    date) and the trees (xgboost.spark) run on Spark; the Platt calibration, held-out
+    metrics and the artifact are the single-machine trainer's (``cds models train``).
+    OUT/<model id>/ is the artifact ``models.risk.learned.load`` reads; OUT/run.json the
+    run. OUT must not exist; it appears only once the run is in the audit log.
+    """
+    from models.risk.catalog import LEARNED_MODELS, SURVEYED_OUTCOMES
+    from population.records_job import input_files, planned_inputs
+    from population.spark_session import SparkSettings
+
+    if model_id not in LEARNED_MODELS:
+        raise click.BadParameter(
+            f"{model_id}: not a learned risk model (choose from {', '.join(LEARNED_MODELS)})",
+            param_hint="--model",
+        )
+    spec = LEARNED_MODELS[model_id]
+    # The single-machine run's index dates: the landmarks of every model it surveys.
+    index_specs = [*SURVEYED_OUTCOMES, *(s for s in LEARNED_MODELS.values() if s is not spec)]
+    out_folder = out_folder.resolve()
+    if out_folder.exists():
+        raise click.UsageError(f"{out_folder} exists: choose a new folder")
+    try:
+        spark_settings = SparkSettings(
+            master=master,
+            driver_memory=driver_memory,
+            executor_memory=executor_memory,
+            shuffle_partitions=shuffle_partitions,
+            progress=False,
+            ui=ui,
+            extra=_spark_conf(conf),
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--master") from None
+    run = PopulationRun(
+        "train",
+        operator_name(operator),
+        {
+            "input": str(input_folder.resolve()),
+            "output": str(out_folder),
+            "master": master,
+            "model": model_id,
+            "workers": num_workers,
+        },
+    )
+    with _audit() as audit:
+        started = time.perf_counter()
+        try:
+            folder = scan_folder(input_folder)
+        except BulkInputError as exc:
+            run.fail(BAD_INPUT, "bulk_input_invalid", str(exc))
+            _record(audit, run, started)
+            raise click.ClickException(str(exc)) from None
+        with errors.status("hashing input files"):
+            run.inputs = planned_inputs(digest_files(input_files(folder)))
+        if "Patient" not in {d.key for d in run.inputs}:
+            run.fail(BAD_INPUT, "no_patients", "no Patient files in INPUT")
+            _record(audit, run, started)
+            raise click.ClickException(f"{input_folder}: {run.error_detail}")
+        staging = out_folder.with_name(f".{out_folder.name}.staging-{run.run_id}")
+        try:
+            report = _run_train(
+                run, folder, staging, spark_settings, spec, index_specs, num_workers
+            )
+        except (Exception, KeyboardInterrupt) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            code = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
+            run.fail(FAILED, code, "the Spark job did not complete; see its log")
+            _record(audit, run, started)
+            raise click.ClickException(f"train job failed: {code}") from exc
+        try:
+            seq = _record(audit, run, started)
+        except click.ClickException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        held = report.metrics["held_out"]
+        summary = {
+            "audit_seq": seq,
+            "rows": report.rows,
+            "seconds": report.seconds,
+            "held_out": {k: held[k] for k in ("auroc", "auprc", "brier", "ci95", "samples")},
+            "rounds": report.metrics["rounds"],
+        }
+        (staging / "run.json").write_text(json.dumps(run.to_json() | summary, indent=2) + "\n")
+        staging.rename(out_folder)
+    low, high = held["ci95"].get("auroc", (math.nan, math.nan))
+    console.print(
+        f"{model_id} {report.artifact.version}: {report.rows:,} index dates, "
+        f"{report.metrics['rounds']} rounds; held-out AUROC {held['auroc']:.3f} "
+        f"({low:.3f}-{high:.3f}), AUPRC {held['auprc']:.3f}, Brier {held['brier']:.3f} "
+        f"on {held['samples']:,} visits"
+    )
+    console.print(
+        f"artifact {out_folder / model_id} (sha256 {report.artifact.sha256[:12]}…); "
+        f"{run.duration_ms / 1000:.1f} s; run {run.run_id}, audit seq {seq}"
+    )
+
+
+def _run_train(
+    run: PopulationRun,
+    folder: BulkFolder,
+    staging: Path,
+    spark_settings: SparkSettings,
+    spec: Any,
+    index_specs: list[Any],
+    num_workers: int,
+) -> Any:
+    from population.features import record_tables
+    from population.spark_session import spark_session
+    from population.train_job import train_on_spark
+
+    with errors.status(f"starting Spark ({spark_settings.master})"):
+        spark = spark_session(spark_settings)
+    run.parameters["spark_version"] = spark.version
+    try:
+        tables = record_tables(spark, folder)
+        with errors.status("training") as status:
+
+            def on_step(name: str) -> None:
+                status.update(f"training {spec.id}: {name}")
+
+            report = train_on_spark(
+                tables, spec, index_specs, staging, folder.root.name, num_workers, on_step
+            )
+    finally:
+        spark.stop()
+    artifact = report.artifact
+    run.models = [{"id": artifact.id, "version": artifact.version, "hash": artifact.sha256}]
+    run.outputs = [
+        Dataset(f"artifact/{artifact.id}", "artifact", report.rows, location=artifact.id)
+    ]
+    return report
 
 
 @population.command("runs")

@@ -107,20 +107,24 @@ def fit(table: Table, names: Sequence[str], params: dict[str, Any]) -> Fitted:
         oof[valid_idx] = booster.predict(
             _dmatrix(table.X[valid_idx], None, names), output_margin=True
         )
-    platt_model = LogisticRegression(C=1e6, max_iter=1000).fit(oof.reshape(-1, 1), table.y)
-    platt = Platt(float(platt_model.coef_[0][0]), float(platt_model.intercept_[0]))
+    platt = platt_scaling(oof, table.y)
     final = xgb.train(params, data, rounds)
-    oof_p = platt.apply(oof)
-    return Fitted(
-        final,
-        platt,
-        rounds,
-        {
-            "cv_auroc": float(roc_auc_score(table.y, oof_p)),
-            "cv_auprc": float(average_precision_score(table.y, oof_p)),
-            "cv_brier": float(brier_score_loss(table.y, oof_p)),
-        },
-    )
+    return Fitted(final, platt, rounds, cv_metrics(table.y, platt.apply(oof)))
+
+
+def platt_scaling(margins: np.ndarray, y: np.ndarray) -> Platt:
+    """Platt scaling: a logistic regression of the outcome on the out-of-fold margins."""
+    model = LogisticRegression(C=1e6, max_iter=1000).fit(margins.reshape(-1, 1), y)
+    return Platt(float(model.coef_[0][0]), float(model.intercept_[0]))
+
+
+def cv_metrics(y: np.ndarray, oof_p: np.ndarray) -> dict[str, float]:
+    """The cross-validation metrics of the calibrated out-of-fold predictions."""
+    return {
+        "cv_auroc": float(roc_auc_score(y, oof_p)),
+        "cv_auprc": float(average_precision_score(y, oof_p)),
+        "cv_brier": float(brier_score_loss(y, oof_p)),
+    }
 
 
 def predict(fitted: Fitted, X: np.ndarray, names: Sequence[str]) -> np.ndarray:
