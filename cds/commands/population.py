@@ -34,11 +34,11 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -70,6 +70,7 @@ if TYPE_CHECKING:  # pyspark is imported only by the commands that run Spark
     from population.spark_session import SparkSettings
 
 errors = Console(stderr=True)
+T = TypeVar("T")
 console = Console()
 
 
@@ -374,6 +375,96 @@ def _spark_conf(values: tuple[str, ...]) -> dict[str, str]:
     return conf
 
 
+def _job_settings(
+    out_folder: Path,
+    master: str,
+    driver_memory: str,
+    executor_memory: str,
+    shuffle_partitions: int | None,
+    conf: tuple[str, ...],
+    ui: bool,
+    progress: bool = False,
+) -> tuple[Path, SparkSettings]:
+    """A Spark job's output folder (resolved; it must not exist) and its Spark settings."""
+    from population.spark_session import SparkSettings
+
+    out_folder = out_folder.resolve()
+    if out_folder.exists():
+        raise click.UsageError(f"{out_folder} exists: choose a new folder")
+    try:
+        return out_folder, SparkSettings(
+            master=master,
+            driver_memory=driver_memory,
+            executor_memory=executor_memory,
+            shuffle_partitions=shuffle_partitions,
+            progress=progress,
+            ui=ui,
+            extra=_spark_conf(conf),
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--master") from None
+
+
+def _needs_patients(run: PopulationRun, folder: BulkFolder) -> tuple[str, str] | None:
+    if "Patient" not in {d.key for d in run.inputs}:
+        return "no_patients", "no Patient files in INPUT"
+    return None
+
+
+def _audited_job(
+    run: PopulationRun,
+    input_folder: Path,
+    out_folder: Path,
+    refusal: Callable[[PopulationRun, BulkFolder], tuple[str, str] | None],
+    job: Callable[[BulkFolder, Path], T],
+    finish: Callable[[T, Path], dict[str, Any]] | None = None,
+) -> tuple[T, int]:
+    """Run a Spark job on the bulk folder INPUT into OUT, recorded in the audit log.
+
+    The input files are hashed into ``run.inputs``; ``refusal`` may then refuse the input
+    ((code, detail): a BAD_INPUT run). ``job`` writes into a staging folder beside OUT;
+    ``finish`` (after the job, before the audit row) returns more of run.json. OUT appears
+    only once the run's audit row is committed; a failed job leaves no folder, and the
+    audit keeps its exception's type only (the text may quote input data).
+    """
+    from population.records_job import input_files, planned_inputs
+
+    with _audit() as audit:
+        started = time.perf_counter()
+        try:
+            folder = scan_folder(input_folder)
+        except BulkInputError as exc:
+            run.fail(BAD_INPUT, "bulk_input_invalid", str(exc))
+            _record(audit, run, started)
+            raise click.ClickException(str(exc)) from None
+        with errors.status("hashing input files"):
+            run.inputs = planned_inputs(digest_files(input_files(folder)))
+        refused = refusal(run, folder)
+        if refused is not None:
+            run.fail(BAD_INPUT, *refused)
+            _record(audit, run, started)
+            raise click.ClickException(f"{input_folder}: {run.error_detail}")
+        staging = out_folder.with_name(f".{out_folder.name}.staging-{run.run_id}")
+        try:
+            result = job(folder, staging)
+        except (Exception, KeyboardInterrupt) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            code = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
+            run.fail(FAILED, code, "the Spark job did not complete; see its log")
+            _record(audit, run, started)
+            raise click.ClickException(f"{run.job} job failed: {code}") from exc
+        extra = finish(result, staging) if finish is not None else {}
+        try:
+            seq = _record(audit, run, started)
+        except click.ClickException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        summary = {"audit_seq": seq} | extra
+        (staging / "run.json").write_text(json.dumps(run.to_json() | summary, indent=2) + "\n")
+        staging.rename(out_folder)
+    return result, seq
+
+
 @population.command("records")
 @click.argument("input_folder", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("--out", "out_folder", type=click.Path(path_type=Path), required=True)
@@ -402,24 +493,9 @@ def records(
     OUT (which must not exist) gets patients/, conditions/, observations/, medications/,
     encounters/ and run.json; it appears only once the run is in the audit log.
     """
-    from population.records_job import input_files, planned_inputs
-    from population.spark_session import SparkSettings
-
-    out_folder = out_folder.resolve()
-    if out_folder.exists():
-        raise click.UsageError(f"{out_folder} exists: choose a new folder")
-    try:
-        settings = SparkSettings(
-            master=master,
-            driver_memory=driver_memory,
-            executor_memory=executor_memory,
-            shuffle_partitions=shuffle_partitions,
-            progress=progress,
-            ui=ui,
-            extra=_spark_conf(conf),
-        )
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--master") from None
+    out_folder, settings = _job_settings(
+        out_folder, master, driver_memory, executor_memory, shuffle_partitions, conf, ui, progress
+    )
     run = PopulationRun(
         "records",
         operator_name(operator),
@@ -429,42 +505,22 @@ def records(
             "master": master,
         },
     )
-    with _audit() as audit:
-        started = time.perf_counter()
-        try:
-            folder = scan_folder(input_folder)
-        except BulkInputError as exc:
-            run.fail(BAD_INPUT, "bulk_input_invalid", str(exc))
-            _record(audit, run, started)
-            raise click.ClickException(str(exc)) from None
-        with errors.status("hashing input files"):
-            run.inputs = planned_inputs(digest_files(input_files(folder)))
+
+    def refusal(run: PopulationRun, folder: BulkFolder) -> tuple[str, str] | None:
         run.parameters["ignored_types"] = [
             t for t in folder.resource_types if t not in {d.key for d in run.inputs}
         ]
         if not run.inputs:
-            run.fail(BAD_INPUT, "no_record_types", "none of the record resource types in INPUT")
-            _record(audit, run, started)
-            raise click.ClickException(f"{input_folder}: {run.error_detail}")
-        staging = out_folder.with_name(f".{out_folder.name}.staging-{run.run_id}")
-        try:
-            _run_records(run, folder, staging, settings)
-        except (Exception, KeyboardInterrupt) as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            code = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
-            # The exception's text may quote input data: the audit keeps its type only.
-            run.fail(FAILED, code, "the Spark job did not complete; see its log")
-            _record(audit, run, started)
-            raise click.ClickException(f"records job failed: {code}") from exc
-        try:
-            seq = _record(audit, run, started)
-        except click.ClickException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        (staging / "run.json").write_text(
-            json.dumps(run.to_json() | {"audit_seq": seq}, indent=2) + "\n"
-        )
-        staging.rename(out_folder)
+            return "no_record_types", "none of the record resource types in INPUT"
+        return None
+
+    _, seq = _audited_job(
+        run,
+        input_folder,
+        out_folder,
+        refusal,
+        lambda folder, staging: _run_records(run, folder, staging, settings),
+    )
     rows = [(d.key, d.entries) for d in run.outputs]
     console.print(_counts_table(str(out_folder), rows, ("table", "rows")))
     skipped = {k: v for d in run.inputs for k, v in d.problems.items() if v}
@@ -598,26 +654,12 @@ def score(
     then posted to that FHIR server (transaction Bundles of --batch PUTs), the counts kept
     with the run; a failed post exits non-zero (the scores are still written).
     """
-    from population.records_job import input_files, planned_inputs
     from population.scoring import ScoringModel
-    from population.spark_session import SparkSettings
 
-    out_folder = out_folder.resolve()
-    if out_folder.exists():
-        raise click.UsageError(f"{out_folder} exists: choose a new folder")
+    out_folder, settings = _job_settings(
+        out_folder, master, driver_memory, executor_memory, shuffle_partitions, conf, ui
+    )
     day = _as_of(as_of)
-    try:
-        settings = SparkSettings(
-            master=master,
-            driver_memory=driver_memory,
-            executor_memory=executor_memory,
-            shuffle_partitions=shuffle_partitions,
-            progress=False,
-            ui=ui,
-            extra=_spark_conf(conf),
-        )
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--master") from None
     models = _learned_models(model_ids)
     run = PopulationRun(
         "score",
@@ -632,44 +674,27 @@ def score(
     )
     token = _post_token(post_to, token_env, batch, run)
     run.models = [ScoringModel.of(m).describe() for m in models]
-    with _audit() as audit:
-        started = time.perf_counter()
-        try:
-            folder = scan_folder(input_folder)
-        except BulkInputError as exc:
-            run.fail(BAD_INPUT, "bulk_input_invalid", str(exc))
-            _record(audit, run, started)
-            raise click.ClickException(str(exc)) from None
-        with errors.status("hashing input files"):
-            run.inputs = planned_inputs(digest_files(input_files(folder)))
-        if "Patient" not in {d.key for d in run.inputs}:
-            run.fail(BAD_INPUT, "no_patients", "no Patient files in INPUT")
-            _record(audit, run, started)
-            raise click.ClickException(f"{input_folder}: {run.error_detail}")
-        staging = out_folder.with_name(f".{out_folder.name}.staging-{run.run_id}")
-        try:
-            result = _run_score(run, folder, staging, settings, models, day, progress)
-        except (Exception, KeyboardInterrupt) as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            code = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
-            run.fail(FAILED, code, "the Spark job did not complete; see its log")
-            _record(audit, run, started)
-            raise click.ClickException(f"score job failed: {code}") from exc
-        posted = None
+    posted: PostSummary | None = None
+
+    def post_and_summarise(result: Any, staging: Path) -> dict[str, Any]:
+        nonlocal posted
         if post_to and result.resources:
             from population.score_job import FHIR
 
             posted = _post_back(run, staging / FHIR, post_to, token, batch)
-        try:
-            seq = _record(audit, run, started)
-        except click.ClickException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        summary = {"audit_seq": seq, "scores": result.per_model}
+        summary: dict[str, Any] = {"scores": result.per_model}
         if posted is not None:
             summary["post"] = posted.to_json()
-        (staging / "run.json").write_text(json.dumps(run.to_json() | summary, indent=2) + "\n")
-        staging.rename(out_folder)
+        return summary
+
+    result, seq = _audited_job(
+        run,
+        input_folder,
+        out_folder,
+        _needs_patients,
+        lambda folder, staging: _run_score(run, folder, staging, settings, models, day, progress),
+        post_and_summarise,
+    )
     console.print(_score_table(f"{out_folder}: scores on {day.isoformat()}", result, models))
     console.print(
         f"{result.rows:,} patient-model rows, {result.eligible:,} eligible; "
@@ -908,8 +933,6 @@ def train(
     run. OUT must not exist; it appears only once the run is in the audit log.
     """
     from models.risk.catalog import LEARNED_MODELS, SURVEYED_OUTCOMES
-    from population.records_job import input_files, planned_inputs
-    from population.spark_session import SparkSettings
 
     if model_id not in LEARNED_MODELS:
         raise click.BadParameter(
@@ -919,21 +942,9 @@ def train(
     spec = LEARNED_MODELS[model_id]
     # The single-machine run's index dates: the landmarks of every model it surveys.
     index_specs = [*SURVEYED_OUTCOMES, *(s for s in LEARNED_MODELS.values() if s is not spec)]
-    out_folder = out_folder.resolve()
-    if out_folder.exists():
-        raise click.UsageError(f"{out_folder} exists: choose a new folder")
-    try:
-        spark_settings = SparkSettings(
-            master=master,
-            driver_memory=driver_memory,
-            executor_memory=executor_memory,
-            shuffle_partitions=shuffle_partitions,
-            progress=False,
-            ui=ui,
-            extra=_spark_conf(conf),
-        )
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--master") from None
+    out_folder, spark_settings = _job_settings(
+        out_folder, master, driver_memory, executor_memory, shuffle_partitions, conf, ui
+    )
     run = PopulationRun(
         "train",
         operator_name(operator),
@@ -945,46 +956,27 @@ def train(
             "workers": num_workers,
         },
     )
-    with _audit() as audit:
-        started = time.perf_counter()
-        try:
-            folder = scan_folder(input_folder)
-        except BulkInputError as exc:
-            run.fail(BAD_INPUT, "bulk_input_invalid", str(exc))
-            _record(audit, run, started)
-            raise click.ClickException(str(exc)) from None
-        with errors.status("hashing input files"):
-            run.inputs = planned_inputs(digest_files(input_files(folder)))
-        if "Patient" not in {d.key for d in run.inputs}:
-            run.fail(BAD_INPUT, "no_patients", "no Patient files in INPUT")
-            _record(audit, run, started)
-            raise click.ClickException(f"{input_folder}: {run.error_detail}")
-        staging = out_folder.with_name(f".{out_folder.name}.staging-{run.run_id}")
-        try:
-            report = _run_train(
-                run, folder, staging, spark_settings, spec, index_specs, num_workers
-            )
-        except (Exception, KeyboardInterrupt) as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            code = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
-            run.fail(FAILED, code, "the Spark job did not complete; see its log")
-            _record(audit, run, started)
-            raise click.ClickException(f"train job failed: {code}") from exc
-        try:
-            seq = _record(audit, run, started)
-        except click.ClickException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+
+    def summarise(report: Any, staging: Path) -> dict[str, Any]:
         held = report.metrics["held_out"]
-        summary = {
-            "audit_seq": seq,
+        return {
             "rows": report.rows,
             "seconds": report.seconds,
             "held_out": {k: held[k] for k in ("auroc", "auprc", "brier", "ci95", "samples")},
             "rounds": report.metrics["rounds"],
         }
-        (staging / "run.json").write_text(json.dumps(run.to_json() | summary, indent=2) + "\n")
-        staging.rename(out_folder)
+
+    report, seq = _audited_job(
+        run,
+        input_folder,
+        out_folder,
+        _needs_patients,
+        lambda folder, staging: _run_train(
+            run, folder, staging, spark_settings, spec, index_specs, num_workers
+        ),
+        summarise,
+    )
+    held = report.metrics["held_out"]
     low, high = held["ci95"].get("auroc", (math.nan, math.nan))
     console.print(
         f"{model_id} {report.artifact.version}: {report.rows:,} index dates, "
