@@ -276,14 +276,21 @@ def _condition_aggregates(features: list[FeatureSpec], as_of: AsOf) -> list[Colu
             selected = match & onset_ok & active_then
         else:
             selected = match & _in_window(F.col("onset"), as_of, spec.window_days)
-        if spec.aggregation == "count":
-            value = F.count(F.when(selected, 1)).cast("double")
-        else:
-            value = F.max(F.when(selected, 1.0))
-        aggregates.append(value.alias(spec.name))
-        basis = _latest(F.col("condition_id"), selected, *order)
-        aggregates.append(_reference("Condition", basis).alias(spec.name + BASIS))
+        aggregates += _present_or_count(spec, selected, "Condition", "condition_id", order)
     return aggregates
+
+
+def _present_or_count(
+    spec: FeatureSpec, selected: Column, kind: str, id_column: str, order: tuple[Column, ...]
+) -> list[Column]:
+    """``count`` (records selected) or ``present`` / ``active`` (1 if any, else null: 0
+    after the join), and the reference of the latest selected record as its basis."""
+    if spec.aggregation == "count":
+        value = F.count(F.when(selected, 1)).cast("double")
+    else:
+        value = F.max(F.when(selected, 1.0))
+    basis = _latest(F.col(id_column), selected, *order)
+    return [value.alias(spec.name), _reference(kind, basis).alias(spec.name + BASIS)]
 
 
 def _atc_codes(codings: list[Any] | None, text: str | None) -> list[str]:
@@ -349,13 +356,9 @@ def _medication_aggregates(features: list[FeatureSpec], as_of: AsOf) -> list[Col
         if groups:
             match = match | F.exists(F.col("atc"), _atc_match(groups))
         selected = match & _in_window(F.col("authored_on"), as_of, spec.window_days)
-        if spec.aggregation == "count":
-            value = F.count(F.when(selected, 1)).cast("double")
-        else:
-            value = F.max(F.when(selected, 1.0))
-        aggregates.append(value.alias(spec.name))
-        basis = _latest(F.col("medication_request_id"), selected, *order)
-        aggregates.append(_reference("MedicationRequest", basis).alias(spec.name + BASIS))
+        aggregates += _present_or_count(
+            spec, selected, "MedicationRequest", "medication_request_id", order
+        )
     return aggregates
 
 
