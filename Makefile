@@ -151,13 +151,16 @@ bench-imaging: $(STAMP) test-services
 # rows (Parquet) through `cds population records` (local[*]; MASTER=spark://… for a
 # cluster), into instance/population/. The run is recorded in the audit log.
 POPULATION  := instance/population
+SYNTHEA_NDJSON := $(POPULATION)/synthea-ndjson
+# The shared Synthea bundles as bulk NDJSON, converted once (the population jobs' input).
+$(SYNTHEA_NDJSON): | $(STAMP)
+	$(BIN)/cds population convert $(SHARED_DATA)/synthea-r4 $(SYNTHEA_NDJSON)
+
 .PHONY: population-records
-population-records: $(STAMP) java
+population-records: $(STAMP) java | $(SYNTHEA_NDJSON)
 	$(BIN)/cds db upgrade
-	test -d $(POPULATION)/synthea-ndjson || \
-		$(BIN)/cds population convert $(SHARED_DATA)/synthea-r4 $(POPULATION)/synthea-ndjson
 	rm -rf $(POPULATION)/records
-	$(BIN)/cds population records $(POPULATION)/synthea-ndjson --out $(POPULATION)/records \
+	$(BIN)/cds population records $(SYNTHEA_NDJSON) --out $(POPULATION)/records \
 		--master '$(or $(MASTER),local[*])'
 
 # Every shared Synthea patient scored with the learned risk models through Spark
@@ -165,12 +168,10 @@ population-records: $(STAMP) java
 # instance/population/scores/: Parquet scores and RiskAssessment NDJSON (fhir/). As of
 # AS_OF (default 2020-06-30: the shared records end in 2020-21). Audited like records.
 .PHONY: population-score
-population-score: $(STAMP) java
+population-score: $(STAMP) java | $(SYNTHEA_NDJSON)
 	$(BIN)/cds db upgrade
-	test -d $(POPULATION)/synthea-ndjson || \
-		$(BIN)/cds population convert $(SHARED_DATA)/synthea-r4 $(POPULATION)/synthea-ndjson
 	rm -rf $(POPULATION)/scores
-	$(BIN)/cds population score $(POPULATION)/synthea-ndjson --out $(POPULATION)/scores \
+	$(BIN)/cds population score $(SYNTHEA_NDJSON) --out $(POPULATION)/scores \
 		--master '$(or $(MASTER),local[*])' --as-of $(or $(AS_OF),2020-06-30)
 
 # A learned risk model (MODEL, default acute-care-1y) trained on Spark from every shared
@@ -178,12 +179,10 @@ population-score: $(STAMP) java
 # xgboost.spark, the single-machine trainer's calibration, metrics and artifact) into
 # instance/population/trained/<model>/ (load with models.risk.learned.load). Audited.
 .PHONY: population-train
-population-train: $(STAMP) java
+population-train: $(STAMP) java | $(SYNTHEA_NDJSON)
 	$(BIN)/cds db upgrade
-	test -d $(POPULATION)/synthea-ndjson || \
-		$(BIN)/cds population convert $(SHARED_DATA)/synthea-r4 $(POPULATION)/synthea-ndjson
 	rm -rf $(POPULATION)/trained
-	$(BIN)/cds population train $(POPULATION)/synthea-ndjson --out $(POPULATION)/trained \
+	$(BIN)/cds population train $(SYNTHEA_NDJSON) --out $(POPULATION)/trained \
 		--model $(or $(MODEL),acute-care-1y) --master '$(or $(MASTER),local[*])'
 
 # Bulk read + record rows at 600 / 10,000 / 100,000 patients (synthetic clones, generated
