@@ -19,8 +19,8 @@ trees on the cluster, then the single-machine trainer's own calibration, metrics
 3. On the driver: ``fit.platt_scaling`` on the out-of-fold margins, the held-out margins
    (the test patients: collected, they are a small share) → ``fit.evaluate_held_out``
    (AUROC, AUPRC, Brier with patient-bootstrap CIs, calibration curve, threshold), the
-   action thresholds from the training predictions (``train._threshold``), and
-   ``train._write_artifact``: the same artifact files as ``cds models train`` writes, which
+   action thresholds from the training predictions (``train.action_thresholds``), and
+   ``train.write_artifact``: the same artifact files as ``cds models train`` writes, which
    ``models.risk.learned.load`` loads.
 
 Driver code: it imports the single-machine trainer (and through it ``models.risk.catalog``).
@@ -42,7 +42,7 @@ from pyspark.sql import functions as F
 
 from models.artifacts import Artifact
 from models.risk.training import fit
-from models.risk.training.train import COMPARATORS, _threshold, _write_artifact
+from models.risk.training.train import COMPARATORS, action_thresholds, write_artifact
 from population.training_set import (
     FOLD,
     FOLDS,
@@ -195,8 +195,7 @@ def train_on_spark(
     ).orderBy("patient_id", "us").collect()  # fmt: skip
     train_margin = np.array([r[MARGIN] for r in _margin(final, train_rows).collect()])
     train_p = fitted.calibration.apply(train_margin)
-    threshold = _threshold(train_p, 0.90)
-    high = max(_threshold(train_p, 0.975), round(threshold + 0.01, 2))
+    threshold, high = action_thresholds(train_p)
     y = np.array([r[LABEL] for r in held], dtype=int)
     patients = np.array([r["patient_id"] for r in held])
     test_p = fitted.calibration.apply(np.array([r[MARGIN] for r in held], dtype=float))
@@ -262,7 +261,7 @@ def train_on_spark(
             "SHA-256 of the patient id"
         ),
     }
-    artifact = _write_artifact(spec, fitted, metrics, training_data, threshold, high, out)
+    artifact = write_artifact(spec, fitted, metrics, training_data, threshold, high, out)
     lap("metrics and artifact")
     frame.unpersist()
     return SparkTrainReport(spec.id, artifact, metrics, int(total["rows"]), seconds)

@@ -88,6 +88,14 @@ def _threshold(probabilities: np.ndarray, quantile: float) -> float:
     return float(max(0.01, round(float(np.quantile(probabilities, quantile)), 2)))
 
 
+def action_thresholds(train_probabilities: np.ndarray) -> tuple[float, float]:
+    """The card thresholds from calibrated training-set risk: the 90th percentile, and 'high'
+    from the 97.5th (at least one point above). Both trainers (this one and the Spark job)
+    use this one rule, which the artefact's ``threshold_rule`` names."""
+    threshold = _threshold(train_probabilities, 0.90)
+    return threshold, max(_threshold(train_probabilities, 0.975), round(threshold + 0.01, 2))
+
+
 def _comparator(spec: RiskModelSpec, dataset: Dataset, kept: list[int]) -> np.ndarray:
     _, how = COMPARATORS[spec.id]
     if isinstance(how, str):
@@ -108,8 +116,7 @@ def _fit_one(
     names = spec.features.names
     fitted = fit.fit(train_rows, names, spec.xgb_params)
     train_p = fit.predict(fitted, train_rows.X, names)
-    threshold = _threshold(train_p, 0.90)
-    high = max(_threshold(train_p, 0.975), round(threshold + 0.01, 2))
+    threshold, high = action_thresholds(train_p)
     test_p = fit.predict(fitted, test_rows.X, names)
     seed = int(spec.xgb_params.get("seed", 0))
     held_out = fit.evaluate_held_out(test_rows.y, test_p, test_rows.patients, seed, threshold)
@@ -155,7 +162,7 @@ def _fit_one(
         "test_patients": len(np.unique(test_rows.patients)),
         "outcome_survey": survey,
     }
-    artifact = _write_artifact(spec, fitted, metrics, training_data, threshold, high, out)
+    artifact = write_artifact(spec, fitted, metrics, training_data, threshold, high, out)
     return TrainReport(spec.id, artifact, metrics)
 
 
@@ -179,7 +186,7 @@ def _references(
     ]
 
 
-def _write_artifact(
+def write_artifact(
     spec: RiskModelSpec,
     fitted: fit.Fitted,
     metrics: dict[str, Any],
