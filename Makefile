@@ -192,6 +192,13 @@ population-train: $(STAMP) java | $(SYNTHEA_NDJSON)
 bench-population: $(STAMP) java
 	$(BIN)/python benchmarks/population.py $(if $(SIZES),--sizes $(SIZES))
 
+# RiskAssessments posted back to sekmet-fhir per second, by transaction size (the
+# RiskAssessments of `make population-score`, run first when missing) → BENCHMARKS.md.
+.PHONY: bench-post-back
+bench-post-back: $(STAMP) java test-services
+	test -d $(POPULATION)/scores/fhir || $(MAKE) population-score
+	$(BIN)/python benchmarks/post_back.py --scores $(POPULATION)/scores
+
 # Bulk read + features + risk scoring at 600 and 10,000 patients (100,000: SIZES=…):
 # the hook path per patient, Spark local[2] and the two-worker cluster → BENCHMARKS.md.
 .PHONY: bench-population-score
