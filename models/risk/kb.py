@@ -11,13 +11,15 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
 from types import MappingProxyType
 from typing import Any
 
 from fhir_adapters.patient_context import ICD10, ICD10_CM, Coding, Concept
 
-KNOWLEDGE = Path(__file__).resolve().parent / "knowledge"
+#: Read through importlib.resources: on a Spark cluster the executors import this package
+#: from a zip (``population.code_shipping``), where a filesystem path does not exist.
+KNOWLEDGE = files(__package__) / "knowledge"
 CODE_VERSION = "1.0.0"
 ICD10_SYSTEMS = frozenset({ICD10, ICD10_CM})
 
@@ -113,7 +115,7 @@ def rules() -> Mapping[str, Any]:
 @cache
 def knowledge_sha256() -> str:
     digest = hashlib.sha256()
-    for path in sorted(KNOWLEDGE.iterdir()):
+    for path in sorted(KNOWLEDGE.iterdir(), key=lambda entry: entry.name):
         if path.is_file():
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
