@@ -465,17 +465,32 @@ def _audited_job(
     return result, seq
 
 
+#: The Spark session and audit options every Spark job command takes (``_job_settings``
+#: reads them), in the order ``--help`` lists them.
+_SPARK_JOB_OPTIONS = (
+    click.option("--driver-memory", default="2g", show_default=True),
+    click.option("--executor-memory", default="2g", show_default=True),
+    click.option("--shuffle-partitions", type=click.IntRange(min=1)),
+    click.option("--conf", "conf", multiple=True, help="Extra spark.KEY=VALUE (repeatable)."),
+    click.option("--ui", is_flag=True, help="Spark's web UI (127.0.0.1 on one machine)."),
+    click.option(
+        "--operator", help="Who runs this (audit log); default WARDROUND_OPERATOR or login."
+    ),
+)
+
+
+def spark_job_options(command: Any) -> Any:
+    for option in reversed(_SPARK_JOB_OPTIONS):
+        command = option(command)
+    return command
+
+
 @population.command("records")
 @click.argument("input_folder", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("--out", "out_folder", type=click.Path(path_type=Path), required=True)
 @click.option("--master", default="local[*]", show_default=True, help="Spark master URL.")
-@click.option("--driver-memory", default="2g", show_default=True)
-@click.option("--executor-memory", default="2g", show_default=True)
-@click.option("--shuffle-partitions", type=click.IntRange(min=1))
-@click.option("--conf", "conf", multiple=True, help="Extra spark.KEY=VALUE (repeatable).")
+@spark_job_options
 @click.option("--progress/--no-progress", default=True, help="Spark's stage progress bar.")
-@click.option("--ui", is_flag=True, help="Spark's web UI (127.0.0.1 on one machine).")
-@click.option("--operator", help="Who runs this (audit log); default WARDROUND_OPERATOR or login.")
 def records(
     input_folder: Path,
     out_folder: Path,
@@ -614,13 +629,8 @@ def _as_of(value: str | None) -> date:
 @click.option(
     "--model", "model_ids", multiple=True, help="A learned risk model id (repeatable); default all."
 )
-@click.option("--driver-memory", default="2g", show_default=True)
-@click.option("--executor-memory", default="2g", show_default=True)
-@click.option("--shuffle-partitions", type=click.IntRange(min=1))
-@click.option("--conf", "conf", multiple=True, help="Extra spark.KEY=VALUE (repeatable).")
+@spark_job_options
 @click.option("--progress/--no-progress", default=True, help="Progress of the job's steps.")
-@click.option("--ui", is_flag=True, help="Spark's web UI (127.0.0.1 on one machine).")
-@click.option("--operator", help="Who runs this (audit log); default WARDROUND_OPERATOR or login.")
 @click.option(
     "--post",
     "post_to",
@@ -905,12 +915,7 @@ def post(path: Path, post_to: str, token_env: str, batch: int, operator: str | N
     show_default=True,
     help="xgboost.spark training tasks (one per executor core used).",
 )
-@click.option("--driver-memory", default="2g", show_default=True)
-@click.option("--executor-memory", default="2g", show_default=True)
-@click.option("--shuffle-partitions", type=click.IntRange(min=1))
-@click.option("--conf", "conf", multiple=True, help="Extra spark.KEY=VALUE (repeatable).")
-@click.option("--ui", is_flag=True, help="Spark's web UI (127.0.0.1 on one machine).")
-@click.option("--operator", help="Who runs this (audit log); default WARDROUND_OPERATOR or login.")
+@spark_job_options
 def train(
     input_folder: Path,
     model_id: str,
