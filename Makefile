@@ -190,7 +190,8 @@ population-train: $(STAMP) java | $(SYNTHEA_NDJSON)
 # two-worker standalone cluster on 127.0.0.1 → BENCHMARKS.md ("Population").
 .PHONY: bench-population
 bench-population: $(STAMP) java
-	$(BIN)/python benchmarks/population.py $(if $(SIZES),--sizes $(SIZES))
+	$(BIN)/python benchmarks/population.py $(if $(SIZES),--sizes $(SIZES)) \
+		$(if $(PATHS),--paths '$(PATHS)')
 
 # RiskAssessments posted back to sekmet-fhir per second, by transaction size (the
 # RiskAssessments of `make population-score`, run first when missing) → BENCHMARKS.md.
@@ -199,8 +200,9 @@ bench-post-back: $(STAMP) java test-services
 	test -d $(POPULATION)/scores/fhir || $(MAKE) population-score
 	$(BIN)/python benchmarks/post_back.py --scores $(POPULATION)/scores
 
-# Bulk read + features + risk scoring at 600 and 10,000 patients (100,000: SIZES=…):
+# Bulk read + features + risk scoring at 600 and 10,000 patients (100,000: SIZES=…; PATHS=… picks paths):
 # the hook path per patient, Spark local[2] and the two-worker cluster → BENCHMARKS.md.
 .PHONY: bench-population-score
 bench-population-score: $(STAMP) java
-	$(BIN)/python benchmarks/population.py --job score --sizes $(or $(SIZES),600,10000)
+	$(BIN)/python benchmarks/population.py --job score --sizes $(or $(SIZES),600,10000) \
+		$(if $(PATHS),--paths '$(PATHS)')

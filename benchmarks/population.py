@@ -606,8 +606,10 @@ def main() -> None:
             print(f"  {measured['seconds']:.1f} s, {result.patients_per_s:,.0f} patients/s")
     ordered = [results[k] for k in sorted(results, key=lambda k: (k[0], PATHS.index(k[1])))]
     target = "make bench-population-score" if scoring else "make bench-population"
-    command = target + (
-        f" SIZES={args.sizes}" if args.sizes != ",".join(str(s) for s in SIZES) else ""
+    command = (
+        target
+        + (f" SIZES={args.sizes}" if args.sizes != ",".join(str(s) for s in SIZES) else "")
+        + (f" PATHS={args.paths}" if args.paths != ",".join(PATHS) else "")
     )
     if scoring:
         write_block(
