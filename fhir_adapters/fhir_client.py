@@ -63,8 +63,20 @@ class FhirError(RuntimeError):
 
 class RetryAfterTooLong(RuntimeError):
     def __init__(self, seconds: float) -> None:
-        super().__init__(f"server asked to retry after {seconds:.0f} s")
+        super().__init__(f"the FHIR server asked to retry after {seconds:.0f} s")
         self.seconds = seconds
+
+
+def no_answer(exc: Exception) -> tuple[str, str, int | None]:
+    """(code, message, status) of a request that got no usable answer: a ``requests``
+    exception or :class:`RetryAfterTooLong`. One mapping for every FHIR caller here."""
+    if isinstance(exc, RetryAfterTooLong):
+        return "rate_limited", str(exc), 429
+    if isinstance(exc, requests.Timeout):
+        return "timeout", "the FHIR server did not answer in time", None
+    if isinstance(exc, requests.ConnectionError):
+        return "unreachable", "the FHIR server could not be reached", None
+    return "http_error", type(exc).__name__, None
 
 
 class _BudgetedRetry(Retry):
@@ -232,14 +244,8 @@ class FhirClient:
         session = self._pool.session_for(url)
         try:
             response = session.get(url, headers=headers, timeout=self._timeout, stream=True)
-        except RetryAfterTooLong as exc:
-            raise FhirError("rate_limited", str(exc), 429) from None
-        except requests.Timeout:
-            raise FhirError("timeout", "the FHIR server did not answer in time") from None
-        except requests.ConnectionError:
-            raise FhirError("unreachable", "the FHIR server could not be reached") from None
-        except requests.RequestException as exc:
-            raise FhirError("http_error", type(exc).__name__) from None
+        except (RetryAfterTooLong, requests.RequestException) as exc:
+            raise FhirError(*no_answer(exc)) from None
         return response
 
     def _body(self, response: requests.Response) -> bytes:

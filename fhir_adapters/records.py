@@ -12,24 +12,33 @@ Training and population scoring read whole records, not a hook's prefetch:
 
 A file that is not what it claims raises :class:`RecordsInvalid` naming the file (and
 line), never a bare JSON error. Bundles are read one at a time, in file-name order (memory
-stays at one record); NDJSON files are grouped in memory, then yielded by Patient id.
+stays at one record). NDJSON is grouped by Patient in buckets: a small export (under
+:data:`GROUP_BYTES` inflated) is one bucket grouped in memory; a larger one is first spilled,
+line by line, to gzip bucket files chosen by a hash of the Patient id, then each bucket is
+grouped and yielded in turn, so memory follows one bucket, not the export. Every line is
+read and checked before the first NDJSON record is yielded. Within a bucket, records come
+in Patient id order.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import math
+import tempfile
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
+from fhir_adapters.bulk.references import patient_of
 from fhir_adapters.synthea import resources_by_type
 
 Resources = Mapping[str, list[dict[str, Any]]]
-PATIENT_REFERENCE_FIELDS = ("subject", "patient", "beneficiary")
 
 
 class RecordsInvalid(ValueError):
@@ -87,17 +96,21 @@ def _bundle_records(files: list[Path]) -> Iterator[PatientRecord]:
         yield PatientRecord(str(patients[0].get("id")), resources, path.name)
 
 
-def _patient_id(resource: dict[str, Any]) -> str | None:
-    for name in PATIENT_REFERENCE_FIELDS:
-        reference = resource.get(name)
-        text = reference.get("reference") if isinstance(reference, dict) else None
-        if isinstance(text, str) and "Patient/" in text:
-            return text.rsplit("Patient/", 1)[1].split("/", 1)[0] or None
-    return None
+#: About how many bytes of NDJSON (inflated) are grouped in memory at once.
+GROUP_BYTES = 64 * 2**20
+#: How much gzip NDJSON of FHIR resources inflates (Synthea exports: about 16x): only an
+#: estimate, to choose the number of buckets.
+GZIP_INFLATION = 16
 
 
-def _ndjson_records(files: list[Path]) -> Iterator[PatientRecord]:
-    grouped: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+def bucket_count(files: list[Path], group_bytes: int = GROUP_BYTES) -> int:
+    """Buckets for ``files``: their estimated inflated size over ``group_bytes``."""
+    size = sum(p.stat().st_size * (GZIP_INFLATION if p.name.endswith(".gz") else 1) for p in files)
+    return max(1, math.ceil(size / group_bytes))
+
+
+def _ndjson_lines(files: list[Path]) -> Iterator[tuple[str, str, dict[str, Any], str]]:
+    """(owner Patient id, type, resource, line) for every line that names a Patient."""
     for path in files:
         try:
             with _open(path) as handle:
@@ -111,15 +124,58 @@ def _ndjson_records(files: list[Path]) -> Iterator[PatientRecord]:
                     if not isinstance(resource, dict) or "resourceType" not in resource:
                         raise RecordsInvalid(f"{path.name}:{number}: not a FHIR resource")
                     kind = str(resource["resourceType"])
-                    owner = resource.get("id") if kind == "Patient" else _patient_id(resource)
+                    owner = patient_of(resource)
                     if owner:
-                        grouped[str(owner)][kind].append(resource)
+                        yield str(owner), kind, resource, line
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             raise RecordsInvalid(f"{path.name}: not readable ({type(exc).__name__})") from None
+
+
+Grouped = dict[str, dict[str, list[dict[str, Any]]]]
+
+
+def _group(items: Iterator[tuple[str, str, dict[str, Any]]]) -> Iterator[PatientRecord]:
+    grouped: Grouped = defaultdict(lambda: defaultdict(list))
+    for owner, kind, resource in items:
+        grouped[owner][kind].append(resource)
     for patient_id in sorted(grouped):
-        resources = dict(grouped[patient_id])
+        resources = dict(grouped.pop(patient_id))
         if resources.get("Patient"):
             yield PatientRecord(patient_id, resources, "ndjson")
+
+
+def _bucket(owner: str, buckets: int) -> int:
+    return zlib.crc32(owner.encode()) % buckets
+
+
+def _spilled(folder: Path, files: list[Path], buckets: int) -> list[Path]:
+    paths = [folder / f"bucket-{i:05d}.ndjson.gz" for i in range(buckets)]
+    with ExitStack() as stack:
+        handles = [
+            stack.enter_context(gzip.open(p, "wt", encoding="utf-8", compresslevel=1))
+            for p in paths
+        ]
+        for owner, _, _, line in _ndjson_lines(files):
+            handles[_bucket(owner, buckets)].write(line if line.endswith("\n") else line + "\n")
+    return paths
+
+
+def _bucket_items(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for owner, kind, resource, _ in _ndjson_lines([path]):
+        yield owner, kind, resource
+
+
+def _ndjson_records(
+    files: list[Path], group_bytes: int = GROUP_BYTES, spill_dir: Path | None = None
+) -> Iterator[PatientRecord]:
+    buckets = bucket_count(files, group_bytes)
+    if buckets == 1:
+        yield from _group((o, k, r) for o, k, r, _ in _ndjson_lines(files))
+        return
+    with tempfile.TemporaryDirectory(prefix="wardround-records-", dir=spill_dir) as folder:
+        for path in _spilled(Path(folder), files, buckets):
+            yield from _group(_bucket_items(path))
+            path.unlink()
 
 
 def _checked(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -138,11 +194,16 @@ def expected_records(folder: Path) -> int | None:
     return None if ndjson else len(bundles)
 
 
-def read_records(folder: Path) -> Iterator[PatientRecord]:
-    """Every patient record in ``folder``: bundles first (file-name order), then NDJSON."""
+def read_records(
+    folder: Path, group_bytes: int = GROUP_BYTES, spill_dir: Path | None = None
+) -> Iterator[PatientRecord]:
+    """Every patient record in ``folder``: bundles first (file-name order), then NDJSON
+    (grouped by bucket; ``spill_dir``: where large exports' bucket files go, by default the
+    system's temporary folder)."""
     bundles, ndjson = _checked(folder)
     seen: set[str] = set()
-    for record in chain(_bundle_records(bundles), _ndjson_records(ndjson)):
+    records = _ndjson_records(ndjson, group_bytes, spill_dir)
+    for record in chain(_bundle_records(bundles), records):
         if record.patient_id in seen:
             raise RecordsInvalid(f"Patient {record.patient_id} appears in two places")
         seen.add(record.patient_id)

@@ -45,6 +45,7 @@ from fhir_adapters.fhir_client import (
     FHIR_JSON,
     RetryAfterTooLong,
     budgeted_retry,
+    no_answer,
     outcome_text,
     plain_session,
 )
@@ -246,14 +247,8 @@ class PostBackClient:
             return self._session.post(
                 self.base_url, data=data, headers=headers, timeout=self.settings.timeout
             )
-        except RetryAfterTooLong as exc:
-            raise PostError("rate_limited", f"the FHIR server {exc}", 429) from None
-        except requests.Timeout:
-            raise PostError("timeout", "the FHIR server did not answer in time") from None
-        except requests.ConnectionError:
-            raise PostError("unreachable", "the FHIR server could not be reached") from None
-        except requests.RequestException as exc:
-            raise PostError("http_error", type(exc).__name__) from None
+        except (RetryAfterTooLong, requests.RequestException) as exc:
+            raise PostError(*no_answer(exc)) from None
 
     def _post_bundle(self, batch: list[dict[str, Any]], summary: PostSummary) -> None:
         response = self._post(transaction(batch))

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from fhir_adapters.records import RecordsInvalid, expected_records, read_records
+from fhir_adapters.records import (
+    RecordsInvalid,
+    bucket_count,
+    expected_records,
+    ndjson_files,
+    read_records,
+)
 from fhir_adapters.synthea import load_bundle, resources_by_type
 from fhir_adapters.time_shift import days_between, shift_record, shift_value
 from tests.conftest import SYNTHEA, synthea_bundles
@@ -109,3 +115,46 @@ def test_a_shifted_record_keeps_every_interval():
         start = datetime.fromisoformat(before["period"]["start"])
         assert datetime.fromisoformat(after["period"]["start"]) == start + timedelta(days=1000)
     assert resources["Patient"][0] == patient, "the input is not modified"
+
+
+def _resource_ids(record) -> dict[str, list[str]]:
+    return {kind: sorted(r["id"] for r in items) for kind, items in record.resources.items()}
+
+
+def test_a_large_export_is_grouped_through_bucket_files_to_the_same_records(tmp_path: Path):
+    """Forced to many buckets (a tiny in-memory share), the NDJSON reader spills lines to
+    bucket files by patient and gives the very records it gives in memory; the bucket files
+    are gone afterwards."""
+    ndjson = _as_ndjson(SYNTHEA, tmp_path / "ndjson")
+    in_memory = list(read_records(ndjson, group_bytes=2**40))
+    assert bucket_count(ndjson_files(ndjson), group_bytes=2**40) == 1
+    assert [r.patient_id for r in in_memory] == sorted(r.patient_id for r in in_memory)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    buckets = bucket_count(ndjson_files(ndjson), group_bytes=2**20)
+    assert buckets > 10
+    seen_folders: set[str] = set()
+    spilled = []
+    for record in read_records(ndjson, group_bytes=2**20, spill_dir=spill):
+        spilled.append(record)
+        seen_folders.update(p.name for p in spill.iterdir())
+        if len(spilled) == 1:
+            (folder,) = spill.iterdir()
+            assert len(list(folder.glob("bucket-*.ndjson.gz"))) == buckets
+    assert len(seen_folders) == 1 and not list(spill.iterdir())
+    assert len(spilled) == len(in_memory) > 250
+    by_id = {r.patient_id: r for r in spilled}
+    assert len(by_id) == len(spilled)
+    for record in in_memory:
+        assert _resource_ids(by_id[record.patient_id]) == _resource_ids(record)
+        assert by_id[record.patient_id].resources == record.resources
+
+
+def test_a_bad_line_in_a_large_export_stops_the_read_before_any_record(tmp_path: Path):
+    ndjson = _as_ndjson(SYNTHEA, tmp_path / "ndjson")
+    with gzip.open(ndjson / "Observation.ndjson.gz", "at") as handle:
+        handle.write("{broken\n")
+    records = read_records(ndjson, group_bytes=2**20, spill_dir=tmp_path)
+    with pytest.raises(RecordsInvalid, match=r"Observation.ndjson.gz:\d+: not a JSON line"):
+        next(records)
+    assert [p.name for p in tmp_path.iterdir()] == ["ndjson"], "no bucket files left behind"
