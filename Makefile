@@ -200,6 +200,12 @@ bench-post-back: $(STAMP) java test-services
 	test -d $(POPULATION)/scores/fhir || $(MAKE) population-score
 	$(BIN)/python benchmarks/post_back.py --scores $(POPULATION)/scores
 
+# The Python path's by-patient reader alone (read_records: lines spilled to patient buckets,
+# one bucket grouped at a time) at 600 / 10,000 / 100,000 patients → BENCHMARKS.md.
+.PHONY: bench-population-read
+bench-population-read: $(STAMP)
+	$(BIN)/python benchmarks/population.py --job read --paths python $(if $(SIZES),--sizes $(SIZES))
+
 # Bulk read + features + risk scoring at 600 and 10,000 patients (100,000: SIZES=…; PATHS=… picks paths):
 # the hook path per patient, Spark local[2] and the two-worker cluster → BENCHMARKS.md.
 .PHONY: bench-population-score

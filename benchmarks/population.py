@@ -22,8 +22,9 @@ and, on the cluster, of the executors (JVMs and their Python workers), sampled e
 ``--job score`` (``make bench-population-score``) measures bulk read + features + scoring
 with both registered learned risk models on the as-of day 2020-06-30, on the same files:
 
-* ``python``: one process, the hook path per patient: the bulk lines grouped by patient
-  (kept as text), then per patient ``context_as_of`` (fhir.resources parsing, the
+* ``python``: one process, the hook path per patient: ``read_records`` groups the bulk lines
+  by patient (an export over 64 MiB inflated is first spilled to gzip bucket files by a hash
+  of the patient id, then one bucket is grouped at a time), then per patient ``context_as_of`` (fhir.resources parsing, the
   PatientContext) and ``LearnedRiskModel.predict`` (eligibility, ``evaluate``, booster,
   factors) for each model;
 * ``local[2]`` and ``cluster``: the ``cds population score`` job (records job to Parquet,
@@ -58,6 +59,8 @@ from tests.support.live_server import children, rss_kib  # noqa: E402
 MARK_START, MARK_END = "<!-- population-bench:start -->", "<!-- population-bench:end -->"
 SCORE_START = "<!-- population-score-bench:start -->"
 SCORE_END = "<!-- population-score-bench:end -->"
+READ_START = "<!-- population-read-bench:start -->"
+READ_END = "<!-- population-read-bench:end -->"
 SCORE_AS_OF = "2020-06-30"
 SCORE_MODELS = ("cvd-event-3y", "acute-care-1y")
 RECORD_TYPES = frozenset({"Patient", "Condition", "Observation", "MedicationRequest", "Encounter"})
@@ -221,20 +224,12 @@ def _learned_models() -> list[Any]:
     return [load(m) for m in SCORE_MODELS]
 
 
-def _patient_of(resource: dict[str, Any]) -> str | None:
-    from fhir_adapters.bulk.references import patient_id_from_reference
-
-    if resource.get("resourceType") == "Patient":
-        return resource.get("id")
-    return patient_id_from_reference((resource.get("subject") or {}).get("reference"))
-
-
 def measure_python_score(folder: Path) -> dict[str, Any]:
-    """The hook path, one patient after another (the lines of each patient kept as text)."""
-    import gzip
+    """The hook path, one patient after another, the records read by ``read_records``
+    (large exports spilled to bucket files by patient, one bucket grouped at a time)."""
     from datetime import date
 
-    from fhir_adapters.bulk.ndjson import scan_folder
+    from fhir_adapters.records import read_records
     from models.risk.evidence import as_of_datetime
     from models.risk.learned import NotEligible
     from models.risk.training.dataset import context_as_of
@@ -244,29 +239,16 @@ def measure_python_score(folder: Path) -> dict[str, Any]:
     me = os.getpid()
     with PeakMemory({"driver": lambda: [me]}) as memory:
         started = time.perf_counter()
-        lines: dict[str, list[str]] = {}
-        resources = 0
-        for file in scan_folder(folder).files:
-            if file.resource_type not in RECORD_TYPES:
-                continue
-            opener: Any = gzip.open if file.compressed else open
-            with opener(file.path, "rt", encoding="utf-8") as handle:
-                for line in handle:
-                    patient = _patient_of(json.loads(line))
-                    if patient is not None:
-                        lines.setdefault(patient, []).append(line)
-                        resources += 1
-        read_s = time.perf_counter() - started
-        scored = eligible = patients = 0
-        for patient, texts in lines.items():
-            record: dict[str, list[dict[str, Any]]] = {}
-            for text in texts:
-                resource = json.loads(text)
-                record.setdefault(resource["resourceType"], []).append(resource)
-            if "Patient" not in record:
-                continue
+        read_s: float | None = None
+        scored = eligible = patients = resources = 0
+        for record in read_records(folder):
+            if read_s is None:
+                read_s = time.perf_counter() - started
             patients += 1
-            context = context_as_of(record, patient, at)
+            resources += sum(
+                len(items) for kind, items in record.resources.items() if kind in RECORD_TYPES
+            )
+            context = context_as_of(record.resources, record.patient_id, at)
             for model in models:
                 scored += 1
                 try:
@@ -281,6 +263,39 @@ def measure_python_score(folder: Path) -> dict[str, Any]:
         "resources": resources,
         "rows": scored,
         "eligible": eligible,
+        **_peaks(memory),
+    }
+
+
+def measure_python_read(folder: Path) -> dict[str, Any]:
+    """``read_records`` alone: every patient's record grouped (spilled to bucket files
+    above ``GROUP_BYTES``), nothing scored; the peak memory and the spill on disk."""
+    from fhir_adapters.records import bucket_count, ndjson_files, read_records
+
+    me = os.getpid()
+    spill_peak = 0
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-spill-") as spill,
+        PeakMemory({"driver": lambda: [me]}) as memory,
+    ):
+        started = time.perf_counter()
+        first_s: float | None = None
+        patients = resources = 0
+        for record in read_records(folder, spill_dir=Path(spill)):
+            if first_s is None:
+                first_s = time.perf_counter() - started
+                spill_peak = sum(f.stat().st_size for f in Path(spill).rglob("*") if f.is_file())
+            patients += 1
+            resources += sum(len(items) for items in record.resources.values())
+        seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "read_s": first_s,
+        "patients": patients,
+        "resources": resources,
+        "rows": patients,
+        "buckets": bucket_count(ndjson_files(folder)),
+        "spill_mib": round(spill_peak / 2**20),
         **_peaks(memory),
     }
 
@@ -336,11 +351,13 @@ def run_one(path: str, folder: Path, workdir: Path, job: str = "records") -> dic
     """One measurement, with the machine's 1-minute load average before and after (the
     machine is shared: other work running beside it slows it down)."""
     before = os.getloadavg()[0]
-    python, spark = (
-        (measure_python, measure_spark)
-        if job == "records"
-        else (measure_python_score, measure_spark_score)
-    )
+    python, spark = {
+        "records": (measure_python, measure_spark),
+        "score": (measure_python_score, measure_spark_score),
+        "read": (measure_python_read, None),
+    }[job]
+    if spark is None and path != "python":
+        raise SystemExit(f"--job {job} measures the python path only")
     if path == "python":
         measured = python(folder)
     elif path == "cluster":
@@ -416,13 +433,17 @@ def _score_report(results: list[Result], command: str, note: str | None = None) 
         f"{when}, {machine}, Spark {_spark_version()}, Java {_java_version()}. Command: "
         f"`{command}`" + (f" ({note})" if note else "") + ". Same data as above (synthetic "
         f"clones, throughput only). Both learned risk models ({', '.join(SCORE_MODELS)}), "
-        f"as of {SCORE_AS_OF}. python: one process, the hook path per patient (bulk lines "
-        "grouped by patient, then `context_as_of` + `LearnedRiskModel.predict` per model). "
+        f"as of {SCORE_AS_OF}. python: one process, the hook path per patient "
+        "(`read_records` groups the bulk lines by patient: an export over 64 MiB inflated "
+        "is first spilled to gzip bucket files by a hash of the patient id, then one bucket "
+        "is grouped at a time; then `context_as_of` + `LearnedRiskModel.predict` per "
+        "model). "
         "local[2] / cluster: the `cds population score` job (record rows to Parquet, "
         "features and eligibility in Spark SQL, mapInPandas scoring to Parquet, "
         "RiskAssessment NDJSON). Seconds are the job alone, Spark's start-up apart; "
-        '"read s" is the bulk read (python: grouping the lines by patient; Spark: the '
-        "records job). Scored = patients x models; eligible = scores given.",
+        '"read s" is the bulk read (python: until the first patient record, i.e. the '
+        "spill to buckets and grouping the first bucket; Spark: the records job). Scored = "
+        "patients x models; eligible = scores given.",
         "",
         "| patients | resources | path | seconds | read s | patients/s | scored | eligible "
         "| Spark start s | driver peak MiB | executors peak MiB | load before/after |",
@@ -445,22 +466,50 @@ def _score_report(results: list[Result], command: str, note: str | None = None) 
     text = [
         "Reading it. Patients per second by size: " + "; ".join(notes) + ".",
         _not_run(by),
-        "Memory: bulk NDJSON is grouped by resource type, not by patient, so the Python path "
-        "holds every patient's lines (as text) before scoring the first one; its peak grows "
-        "with the data. Spark's driver only plans and counts (the drug vocabulary's ATC "
-        "codes aside); the executors stream. In local mode the driver's process tree is "
-        "also the executor (JVM heap capped by --driver-memory 2g, plus the Python workers); "
-        "on the cluster the driver is the driver alone. Peak MiB by size: "
-        + _memory_by_size(by)
-        + ". The Python path at 10,000 ran beside other "
-        "work (load column), which explains part of its lower rate than at 600. Every path "
-        "gives the same number of eligible scores.",
+        "Memory: bulk NDJSON is grouped by resource type, not by patient; the Python path "
+        "holds one bucket of patients at a time (the rest waits on disk, gzip), so its "
+        "peak follows the bucket size, not the export. Spark's driver only plans and "
+        "counts (the drug vocabulary's ATC codes aside); the executors stream. In local "
+        "mode the driver's process tree is also the executor (JVM heap capped by "
+        "--driver-memory 2g, plus the Python workers); on the cluster the driver is the "
+        "driver alone. Peak MiB by size: " + _memory_by_size(by) + ".",
+        _eligible_agreement(by),
     ]
     for size in SIZES:
         if (size, "python") in by and (size, "local[2]") in by:
             ratio = by[(size, "local[2]")].patients_per_s / by[(size, "python")].patients_per_s
             text.append(f"At {size:,} patients Spark local[2] is {ratio:.1f}x the Python path.")
     lines += ["", "\n\n".join(text), SCORE_END]
+    return "\n".join(lines)
+
+
+def _read_report(results: list[Result], command: str, note: str | None = None) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    lines = [
+        READ_START,
+        "## Population: the Python path's by-patient reader (`make bench-population-read`)",
+        "",
+        f"{when}, {machine}. Command: `{command}`" + (f" ({note})" if note else "") + ". "
+        "Same data as above (synthetic clones, throughput only). `read_records` alone: every "
+        "line parsed and checked, grouped into one record per patient (an export over 64 MiB "
+        "inflated spilled first to gzip bucket files by a hash of the patient id, then one "
+        "bucket grouped at a time), nothing scored: what the Python scoring path reads "
+        'before its per-patient work. "first s" is the time to the first record (the spill); '
+        "spill MiB the bucket files on disk at that moment; peak the process's resident set.",
+        "",
+        "| patients | resources | buckets | seconds | first s | patients/s | spill MiB "
+        "| peak MiB | load before/after |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        m = r.measured
+        lines.append(
+            f"| {m['patients']:,} | {m['resources']:,} | {m['buckets']:,} | "
+            f"{m['seconds']:,.1f} | {m['read_s']:,.1f} | {r.patients_per_s:,.1f} | "
+            f"{m['spill_mib']:,} | {m['driver_mib']:,} | {_load(m)} |"
+        )
+    lines += [READ_END]
     return "\n".join(lines)
 
 
@@ -477,16 +526,31 @@ def _memory_by_size(by: dict[tuple[int, str], Result]) -> str:
     )
 
 
+def _eligible_agreement(by: dict[tuple[int, str], Result]) -> str:
+    """Whether every path gave the same number of eligible scores at each size."""
+    differ = []
+    for size in SIZES:
+        counts = {p: by[(size, p)].measured["eligible"] for p in PATHS if (size, p) in by}
+        if len(set(counts.values())) > 1:
+            differ.append(f"at {size:,}: " + ", ".join(f"{p} {n:,}" for p, n in counts.items()))
+    if differ:
+        return "The paths disagree on the eligible scores: " + "; ".join(differ) + "."
+    return "At each size every path that ran gives the same number of eligible scores."
+
+
 def _not_run(by: dict[tuple[int, str], Result]) -> str:
     missing = [f"{path} at {size:,}" for size in SIZES for path in PATHS if (size, path) not in by]
     if not missing:
         return "Every size ran on every path."
-    why = (
-        " (the Python path holds every patient's lines before scoring and ran at about 5 "
-        "patients/s at 10,000: 100,000 would take over five hours and about 20 GB here)"
-        if (100_000, "python") not in by
-        else ""
-    )
+    measured = [s for s in SIZES if (s, "python") in by]
+    why = ""
+    if (100_000, "python") not in by and measured:
+        rate = by[(measured[-1], "python")].patients_per_s
+        why = (
+            f" (the Python path validates every resource with fhir.resources, as the hooks "
+            f"do, at {rate:,.1f} patients/s at {measured[-1]:,}: 100,000 would take about "
+            f"{100_000 / rate / 3600:,.1f} hours on one core)"
+        )
     return "Not run: " + ", ".join(missing) + why + "."
 
 
@@ -567,7 +631,7 @@ def main() -> None:
     )
     parser.add_argument("--note", help="How the saved results were made (for the report)")
     parser.add_argument(
-        "--job", choices=("records", "score"), default="records", help="What is measured"
+        "--job", choices=("records", "score", "read"), default="records", help="What is measured"
     )
     parser.add_argument("--one", nargs=2, metavar=("PATH", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -582,7 +646,11 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     paths = args.paths.split(",")
     scoring = args.job == "score"
-    default_results = "results-score.jsonl" if scoring else "results.jsonl"
+    default_results = {
+        "records": "results.jsonl",
+        "score": "results-score.jsonl",
+        "read": "results-read.jsonl",
+    }[args.job]
     results_file = args.results or args.data_dir / default_results
     results: dict[tuple[int, str], Result] = {}
     if results_file.is_file():
@@ -605,15 +673,23 @@ def main() -> None:
                 handle.write(json.dumps(result.__dict__) + "\n")
             print(f"  {measured['seconds']:.1f} s, {result.patients_per_s:,.0f} patients/s")
     ordered = [results[k] for k in sorted(results, key=lambda k: (k[0], PATHS.index(k[1])))]
-    target = "make bench-population-score" if scoring else "make bench-population"
+    target = {
+        "records": "make bench-population",
+        "score": "make bench-population-score",
+        "read": "make bench-population-read",
+    }[args.job]
     command = (
         target
         + (f" SIZES={args.sizes}" if args.sizes != ",".join(str(s) for s in SIZES) else "")
-        + (f" PATHS={args.paths}" if args.paths != ",".join(PATHS) else "")
+        + (f" PATHS={args.paths}" if args.paths != ",".join(PATHS) and args.job != "read" else "")
     )
     if scoring:
         write_block(
             args.benchmarks, SCORE_START, SCORE_END, _score_report(ordered, command, args.note)
+        )
+    elif args.job == "read":
+        write_block(
+            args.benchmarks, READ_START, READ_END, _read_report(ordered, command, args.note)
         )
     else:
         write_block(args.benchmarks, MARK_START, MARK_END, _report(ordered, command, args.note))

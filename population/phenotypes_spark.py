@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,18 +43,22 @@ def cohort_feature_frame(tables: Mapping[str, DataFrame], fit: PhenotypeFit) -> 
     cohort's index day (``population.features.feature_frame``), for the patients the
     scikit-learn fit clustered (adults alive on that day), so both engines see the same
     patients."""
+    ids = [row.patient_id for row in fit.cohort.rows]
+    return cohort_frame(tables, ids, fit.cohort.index_date.date())
+
+
+def cohort_frame(
+    tables: Mapping[str, DataFrame], patient_ids: Sequence[str], day: date
+) -> DataFrame:
+    """The phenotype features of ``patient_ids`` on ``day``, by the Spark feature executor."""
     from pyspark.sql import functions as F
 
     from models.phenotypes.features import PHENOTYPE_FEATURES
     from population.features import feature_frame
 
-    patients = tables["patients"]
-    ids = patients.sparkSession.createDataFrame(
-        [(row.patient_id,) for row in fit.cohort.rows], "patient_id string"
-    )
-    frame = feature_frame(
-        patients.sparkSession, tables, PHENOTYPE_FEATURES, fit.cohort.index_date.date()
-    )
+    spark = tables["patients"].sparkSession
+    ids = spark.createDataFrame([(pid,) for pid in patient_ids], "patient_id string")
+    frame = feature_frame(spark, tables, PHENOTYPE_FEATURES, day)
     return frame.join(F.broadcast(ids), "patient_id")
 
 

@@ -19,12 +19,16 @@ trees on the cluster, then the single-machine trainer's own calibration, metrics
 3. On the driver: ``fit.platt_scaling`` on the out-of-fold margins, the held-out margins
    (the test patients: collected, they are a small share) → ``fit.evaluate_held_out``
    (AUROC, AUPRC, Brier with patient-bootstrap CIs, calibration curve, threshold), the
-   action thresholds from the training predictions (``train.action_thresholds``), and
+   comparator on the same held-out rows (a feature column, or a validated score such as
+   the PCE computed by the hook path on each held-out patient's record:
+   :mod:`population.comparators`), the action thresholds from the training predictions
+   (``train.action_thresholds``), and
    ``train.write_artifact``: the same artifact files as ``cds models train`` writes, which
    ``models.risk.learned.load`` loads.
 
 Driver code: it imports the single-machine trainer (and through it ``models.risk.catalog``).
-The executors run only Spark SQL and xgboost.spark's own training and prediction tasks.
+The executors run Spark SQL, xgboost.spark's own training and prediction tasks, and for a
+validated-score comparator the hook path on the held-out patients' records.
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from fhir_adapters.bulk.ndjson import BulkFolder
 from models.artifacts import Artifact
 from models.risk.training import fit
 from models.risk.training.train import COMPARATORS, action_thresholds, write_artifact
+from population.comparators import comparator_scores
 from population.training_set import (
     FOLD,
     FOLDS,
@@ -145,6 +151,7 @@ def fit_on_spark(
 
 def train_on_spark(
     tables: Mapping[str, DataFrame],
+    folder: BulkFolder,
     spec: Any,
     index_specs: list[Any],
     out: Path,
@@ -152,7 +159,9 @@ def train_on_spark(
     num_workers: int = 1,
     on_step: Callable[[str], None] | None = None,
 ) -> SparkTrainReport:
-    """Train ``spec`` (a ``RiskModelSpec``) from the record-row ``tables`` into ``out/<id>``."""
+    """Train ``spec`` (a ``RiskModelSpec``) from the record-row ``tables`` of the bulk
+    ``folder`` into ``out/<id>`` (the folder itself: a validated-score comparator reads the
+    held-out patients' records whole)."""
     step = on_step or (lambda _: None)
     seconds: dict[str, float] = {}
     clock = datetime.now(UTC)
@@ -201,11 +210,17 @@ def train_on_spark(
     test_p = fitted.calibration.apply(np.array([r[MARGIN] for r in held], dtype=float))
     seed = int(spec.xgb_params.get("seed", 0))
     held_out = fit.evaluate_held_out(y, test_p, patients, seed, threshold)
-    score = np.array([math.nan if r["comparator"] is None else r["comparator"] for r in held])
+    if isinstance(how, str):
+        values = [r["comparator"] for r in held]
+    else:  # a validated score: the hook path's code on each held-out patient's record
+        by_key = comparator_scores(
+            frame.sparkSession, folder, [(r["patient_id"], r["us"]) for r in held], how
+        )
+        values = [by_key[(r["patient_id"], r["us"])] for r in held]
+    score = np.array([math.nan if v is None else v for v in values], dtype=float)
     defined = ~np.isnan(score)
     held_out["comparator"] = {
-        "name": comparator_name
-        + ("" if isinstance(how, str) else " (not computed by the Spark trainer)"),
+        "name": comparator_name,
         "auroc": fit.comparator_auroc(y, score),
         "model_auroc_same_rows": fit.comparator_auroc(y, np.where(defined, test_p, np.nan)),
         "rows": int(defined.sum()),

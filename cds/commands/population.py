@@ -1019,7 +1019,14 @@ def _run_train(
                 status.update(f"training {spec.id}: {name}")
 
             report = train_on_spark(
-                tables, spec, index_specs, staging, folder.root.name, num_workers, on_step
+                tables,
+                folder,
+                spec,
+                index_specs,
+                staging,
+                folder.root.name,
+                num_workers,
+                on_step,
             )
     finally:
         spark.stop()

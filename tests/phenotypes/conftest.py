@@ -8,6 +8,7 @@ import warnings
 import pytest
 
 from tests.conftest import SYNTHEA, synthea_bundles
+from tests.support.spark_cluster import spark_cluster  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,8 @@ from fhir_adapters.records import read_records
 from models.risk.catalog import LEARNED_MODELS, SURVEYED_OUTCOMES
 from models.risk.learned import load
 from models.risk.training.dataset import Dataset, build_dataset, label
+from models.risk.training.fit import is_test_patient
+from models.risk.training.train import COMPARATORS, _comparator_functions
 from tests.population_jobs.conftest import repo_env
 
 #: |Spark held-out AUROC - single-machine held-out AUROC| allowed: the same rows, split,
@@ -61,6 +63,7 @@ def single_machine(synthea_ndjson: BulkFolder) -> Dataset:
         list(LEARNED_MODELS.values()),
         workers=2,
         survey=SURVEYED_OUTCOMES,
+        comparators=_comparator_functions(list(LEARNED_MODELS.values())),
     )
 
 
@@ -129,6 +132,34 @@ def test_spark_labels_of_the_surveyed_outcomes_equal_the_single_machine_ones(
     assert spark == expected
     if spec.requires:  # the required condition narrows the rows to some patients
         assert 0 < len(expected) < len(single_machine.samples) / 2
+
+
+def test_a_validated_score_comparator_on_spark_equals_the_single_machine_one(
+    spark: Any, synthea_ndjson: BulkFolder, single_machine: Dataset
+) -> None:
+    """The PCE beside cvd-event-3y, on every held-out row: the Spark trainer's comparator
+    (the hook path on each patient's lines, on the executors) is the single-machine one."""
+    from population.comparators import comparator_scores
+
+    spec = LEARNED_MODELS["cvd-event-3y"]
+    _, score = COMPARATORS[spec.id]
+    assert callable(score)
+    expected = {
+        (s.patient_id, _us(s.index)): s.comparators[spec.id]
+        for s in single_machine.samples
+        if label(spec, s, single_machine.data_end) is not None and is_test_patient(s.patient_id)
+    }
+    found = comparator_scores(spark, synthea_ndjson, expected, score)
+    assert found.keys() == expected.keys()
+    for key, value in expected.items():
+        got = found[key]
+        if value is None:
+            assert got is None or math.isnan(got), key
+        else:
+            assert got is not None and math.isclose(got, value, rel_tol=1e-12), (key, got, value)
+    # not an empty comparison: the PCE is defined on part of the rows only, not on none
+    defined = sum(v is not None for v in expected.values())
+    assert 20 < defined < len(expected), (defined, len(expected))
 
 
 # --------------------------------------------------------------------------- the command
