@@ -387,9 +387,13 @@ class Result:
         return self.measured["resources"] / self.measured["seconds"]
 
 
-def _report(results: list[Result], command: str, note: str | None = None) -> str:
+def _when_and_machine() -> tuple[str, str]:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return when, f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def _report(results: list[Result], command: str, note: str | None = None) -> str:
+    when, machine = _when_and_machine()
     lines = [
         MARK_START,
         "## Population: bulk read + record rows (`make bench-population`)",
@@ -424,8 +428,7 @@ def _report(results: list[Result], command: str, note: str | None = None) -> str
 
 
 def _score_report(results: list[Result], command: str, note: str | None = None) -> str:
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    when, machine = _when_and_machine()
     lines = [
         SCORE_START,
         "## Population: bulk read + features + risk scoring (`make bench-population-score`)",
@@ -484,8 +487,7 @@ def _score_report(results: list[Result], command: str, note: str | None = None) 
 
 
 def _read_report(results: list[Result], command: str, note: str | None = None) -> str:
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    when, machine = _when_and_machine()
     lines = [
         READ_START,
         "## Population: the Python path's by-patient reader (`make bench-population-read`)",
