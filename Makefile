@@ -206,9 +206,10 @@ bench-post-back: $(STAMP) java test-services
 bench-population-read: $(STAMP)
 	$(BIN)/python benchmarks/population.py --job read --paths python $(if $(SIZES),--sizes $(SIZES))
 
-# Bulk read + features + risk scoring at 600 and 10,000 patients (100,000: SIZES=…; PATHS=… picks paths):
+# Bulk read + features + risk scoring at 600 and 10,000 patients (100,000: SIZES=…; PATHS=… picks paths;
+# STOP_AFTER=seconds stops the python path early, a partial row):
 # the hook path per patient, Spark local[2] and the two-worker cluster → BENCHMARKS.md.
 .PHONY: bench-population-score
 bench-population-score: $(STAMP) java
 	$(BIN)/python benchmarks/population.py --job score --sizes $(or $(SIZES),600,10000) \
-		$(if $(PATHS),--paths '$(PATHS)')
+		$(if $(PATHS),--paths '$(PATHS)') $(if $(STOP_AFTER),--stop-after $(STOP_AFTER))

@@ -224,9 +224,10 @@ def _learned_models() -> list[Any]:
     return [load(m) for m in SCORE_MODELS]
 
 
-def measure_python_score(folder: Path) -> dict[str, Any]:
+def measure_python_score(folder: Path, stop_after: float | None = None) -> dict[str, Any]:
     """The hook path, one patient after another, the records read by ``read_records``
-    (large exports spilled to bucket files by patient, one bucket grouped at a time)."""
+    (large exports spilled to bucket files by patient, one bucket grouped at a time).
+    ``stop_after``: stop after that many seconds (a partial run: the patients done so far)."""
     from datetime import date
 
     from fhir_adapters.records import read_records
@@ -256,15 +257,23 @@ def measure_python_score(folder: Path) -> dict[str, Any]:
                 except NotEligible:
                     continue
                 eligible += 1
+            if stop_after is not None and time.perf_counter() - started > stop_after:
+                break
         seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
         "read_s": read_s,
+        "patients": patients,
+        "stopped": stop_after is not None and patients < _patients_in(folder),
         "resources": resources,
         "rows": scored,
         "eligible": eligible,
         **_peaks(memory),
     }
+
+
+def _patients_in(folder: Path) -> int:
+    return json.loads((folder.parent / "description.json").read_text())["patients"]
 
 
 def measure_python_read(folder: Path) -> dict[str, Any]:
@@ -347,7 +356,9 @@ def _peaks(memory: PeakMemory) -> dict[str, float]:
     return {f"{name}_mib": round(kib / 1024) for name, kib in memory.peaks.items()}
 
 
-def run_one(path: str, folder: Path, workdir: Path, job: str = "records") -> dict[str, Any]:
+def run_one(
+    path: str, folder: Path, workdir: Path, job: str = "records", stop_after: float | None = None
+) -> dict[str, Any]:
     """One measurement, with the machine's 1-minute load average before and after (the
     machine is shared: other work running beside it slows it down)."""
     before = os.getloadavg()[0]
@@ -359,7 +370,7 @@ def run_one(path: str, folder: Path, workdir: Path, job: str = "records") -> dic
     if spark is None and path != "python":
         raise SystemExit(f"--job {job} measures the python path only")
     if path == "python":
-        measured = python(folder)
+        measured = python(folder, stop_after) if stop_after else python(folder)
     elif path == "cluster":
         from tests.support.spark_cluster import StandaloneCluster
 
@@ -380,7 +391,16 @@ class Result:
 
     @property
     def patients_per_s(self) -> float:
-        return self.data["patients"] / self.measured["seconds"]
+        return self.patients / self.measured["seconds"]
+
+    @property
+    def patients(self) -> int:
+        """Patients done: all of them, or those of a run stopped early."""
+        return int(self.measured.get("patients", self.data["patients"]))
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.measured.get("stopped"))
 
     @property
     def resources_per_s(self) -> float:
@@ -455,7 +475,7 @@ def _score_report(results: list[Result], command: str, note: str | None = None) 
     for r in results:
         m = r.measured
         lines.append(
-            f"| {r.data['patients']:,} | {m['resources']:,} | {r.path} | {m['seconds']:,.1f} | "
+            f"| {_patients_cell(r)} | {m['resources']:,} | {r.path} | {m['seconds']:,.1f} | "
             f"{m['read_s']:,.1f} | {r.patients_per_s:,.1f} | {m['rows']:,} | "
             f"{m['eligible']:,} | {_seconds(m.get('startup_s'))} | {m['driver_mib']:,} | "
             f"{m.get('executors_mib', '-')} | {_load(m)} |"
@@ -465,7 +485,13 @@ def _score_report(results: list[Result], command: str, note: str | None = None) 
     for path in PATHS:
         rates = [(s, by[(s, path)].patients_per_s) for s in SIZES if (s, path) in by]
         if rates:
-            notes.append(f"{path} " + ", ".join(f"{v:,.1f}/s at {s:,}" for s, v in rates))
+            notes.append(
+                f"{path} "
+                + ", ".join(
+                    f"{v:,.1f}/s at {s:,}" + (" (stopped early)" if by[(s, path)].stopped else "")
+                    for s, v in rates
+                )
+            )
     text = [
         "Reading it. Patients per second by size: " + "; ".join(notes) + ".",
         _not_run(by),
@@ -481,7 +507,10 @@ def _score_report(results: list[Result], command: str, note: str | None = None) 
     for size in SIZES:
         if (size, "python") in by and (size, "local[2]") in by:
             ratio = by[(size, "local[2]")].patients_per_s / by[(size, "python")].patients_per_s
-            text.append(f"At {size:,} patients Spark local[2] is {ratio:.1f}x the Python path.")
+            text.append(
+                f"At {size:,} patients Spark local[2] is {ratio:.1f}x the Python path"
+                + (" (its rate so far)." if by[(size, "python")].stopped else ".")
+            )
     lines += ["", "\n\n".join(text), SCORE_END]
     return "\n".join(lines)
 
@@ -528,32 +557,52 @@ def _memory_by_size(by: dict[tuple[int, str], Result]) -> str:
     )
 
 
+def _patients_cell(r: Result) -> str:
+    if r.stopped:
+        return f"{r.data['patients']:,} (stopped after {r.patients:,})"
+    return f"{r.data['patients']:,}"
+
+
 def _eligible_agreement(by: dict[tuple[int, str], Result]) -> str:
-    """Whether every path gave the same number of eligible scores at each size."""
+    """Whether every complete run gave the same number of eligible scores at each size."""
     differ = []
     for size in SIZES:
-        counts = {p: by[(size, p)].measured["eligible"] for p in PATHS if (size, p) in by}
+        counts = {
+            p: by[(size, p)].measured["eligible"]
+            for p in PATHS
+            if (size, p) in by and not by[(size, p)].stopped
+        }
         if len(set(counts.values())) > 1:
             differ.append(f"at {size:,}: " + ", ".join(f"{p} {n:,}" for p, n in counts.items()))
     if differ:
         return "The paths disagree on the eligible scores: " + "; ".join(differ) + "."
-    return "At each size every path that ran gives the same number of eligible scores."
+    return "At each size every complete run gives the same number of eligible scores."
 
 
 def _not_run(by: dict[tuple[int, str], Result]) -> str:
     missing = [f"{path} at {size:,}" for size in SIZES for path in PATHS if (size, path) not in by]
-    if not missing:
-        return "Every size ran on every path."
-    measured = [s for s in SIZES if (s, "python") in by]
-    why = ""
-    if (100_000, "python") not in by and measured:
-        rate = by[(measured[-1], "python")].patients_per_s
-        why = (
-            f" (the Python path validates every resource with fhir.resources, as the hooks "
-            f"do, at {rate:,.1f} patients/s at {measured[-1]:,}: 100,000 would take about "
-            f"{100_000 / rate / 3600:,.1f} hours on one core)"
-        )
-    return "Not run: " + ", ".join(missing) + why + "."
+    stopped = [r for r in by.values() if r.stopped]
+    said = [
+        f"{r.path} at {r.size:,} was stopped after {r.measured['seconds']:,.0f} s, "
+        f"{r.patients:,} patients scored (the whole run at that rate: about "
+        f"{r.size / r.patients_per_s / 3600:,.1f} hours)"
+        for r in stopped
+    ]
+    if missing:
+        measured = [s for s in SIZES if (s, "python") in by and not by[(s, "python")].stopped]
+        why = ""
+        if (100_000, "python") not in by and measured:
+            rate = by[(measured[-1], "python")].patients_per_s
+            why = (
+                f" (the Python path validates every resource with fhir.resources, as the "
+                f"hooks do, at {rate:,.1f} patients/s at {measured[-1]:,}: 100,000 would "
+                f"take about {100_000 / rate / 3600:,.1f} hours on one core)"
+            )
+        said.append("not run: " + ", ".join(missing) + why)
+    if not said:
+        return "Every size ran to the end on every path."
+    text = "; ".join(said)
+    return text[0].upper() + text[1:] + "."
 
 
 def _seconds(value: float | None) -> str:
@@ -635,6 +684,11 @@ def main() -> None:
     parser.add_argument(
         "--job", choices=("records", "score", "read"), default="records", help="What is measured"
     )
+    parser.add_argument(
+        "--stop-after",
+        type=float,
+        help="score job, python path: stop after this many seconds (a partial row)",
+    )
     parser.add_argument("--one", nargs=2, metavar=("PATH", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -642,7 +696,7 @@ def main() -> None:
         path, size = args.one[0], int(args.one[1])
         folder, _ = population(args.data_dir, size)
         with tempfile.TemporaryDirectory() as workdir:
-            print(json.dumps(run_one(path, folder, Path(workdir), args.job)))
+            print(json.dumps(run_one(path, folder, Path(workdir), args.job, args.stop_after)))
         return
 
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -665,6 +719,7 @@ def main() -> None:
             print(f"{size:,} patients, {path} …", flush=True)
             done = subprocess.run(
                 [sys.executable, __file__, "--data-dir", str(args.data_dir), "--job", args.job,
+                 *(["--stop-after", str(args.stop_after)] if args.stop_after else []),
                  "--one", path, str(size)],
                 capture_output=True, text=True, check=True, cwd=REPO,
             )  # fmt: skip
@@ -684,6 +739,7 @@ def main() -> None:
         target
         + (f" SIZES={args.sizes}" if args.sizes != ",".join(str(s) for s in SIZES) else "")
         + (f" PATHS={args.paths}" if args.paths != ",".join(PATHS) and args.job != "read" else "")
+        + (f" STOP_AFTER={args.stop_after:g}" if args.stop_after else "")
     )
     if scoring:
         write_block(
