@@ -160,8 +160,9 @@ def _spilled(folder: Path, files: list[Path], buckets: int) -> list[Path]:
     return paths
 
 
-def _bucket_items(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    for owner, kind, resource, _ in _ndjson_lines([path]):
+def _items(files: list[Path]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(owner, type, resource) of every line of ``files`` that names a Patient."""
+    for owner, kind, resource, _ in _ndjson_lines(files):
         yield owner, kind, resource
 
 
@@ -170,11 +171,11 @@ def _ndjson_records(
 ) -> Iterator[PatientRecord]:
     buckets = bucket_count(files, group_bytes)
     if buckets == 1:
-        yield from _group((o, k, r) for o, k, r, _ in _ndjson_lines(files))
+        yield from _group(_items(files))
         return
     with tempfile.TemporaryDirectory(prefix="wardround-records-", dir=spill_dir) as folder:
         for path in _spilled(Path(folder), files, buckets):
-            yield from _group(_bucket_items(path))
+            yield from _group(_items([path]))
             path.unlink()
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -32,12 +31,12 @@ from fhir_adapters.bulk.references import PATIENT_FIELDS, PATIENT_REFERENCE
 from fhir_adapters.parsing import ParseCache
 from fhir_adapters.patient_context import PatientContext
 from models.risk.training.dataset import context_as_of
+from population.training_set import from_micros
 
 Score = Callable[[PatientContext], "float | None"]
 #: (patient id, index date as Spark's ``unix_micros``).
 Key = tuple[str, int]
 RESULT_SCHEMA = "patient_id string, index_us bigint, score double"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def owner(line: Column) -> Column:
@@ -62,7 +61,7 @@ def _score_patient(rows: pd.DataFrame, score: Score) -> pd.DataFrame:
     cache = ParseCache()
     found = []
     for us in sorted({int(u) for u in rows["index_us"].iloc[0]}):
-        at = _EPOCH + timedelta(microseconds=us)
+        at = from_micros(us)
         context = context_as_of(dict(record), patient, at, cache) if record["Patient"] else None
         found.append((patient, us, None if context is None else score(context)))
     return pd.DataFrame(found, columns=["patient_id", "index_us", "score"])
