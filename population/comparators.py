@@ -27,10 +27,11 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fhir_adapters.bulk.ndjson import BulkFolder
-from fhir_adapters.bulk.references import PATIENT_FIELDS, PATIENT_REFERENCE
+from fhir_adapters.bulk.references import PATIENT_FIELDS
 from fhir_adapters.parsing import ParseCache
 from fhir_adapters.patient_context import PatientContext
 from models.risk.training.dataset import context_as_of
+from population.spark_rows import patient_id
 from population.training_set import from_micros
 
 Score = Callable[[PatientContext], "float | None"]
@@ -42,11 +43,7 @@ RESULT_SCHEMA = "patient_id string, index_us bigint, score double"
 def owner(line: Column) -> Column:
     """The patient a bulk line belongs to (``fhir_adapters.bulk.references.patient_of``)."""
     references = [
-        F.nullif(
-            F.regexp_extract(F.get_json_object(line, f"$.{name}.reference"), PATIENT_REFERENCE, 1),
-            F.lit(""),
-        )
-        for name in PATIENT_FIELDS
+        patient_id(F.get_json_object(line, f"$.{name}.reference")) for name in PATIENT_FIELDS
     ]
     is_patient = F.get_json_object(line, "$.resourceType") == F.lit("Patient")
     return F.when(is_patient, F.get_json_object(line, "$.id")).otherwise(F.coalesce(*references))

@@ -118,7 +118,8 @@ def _category_codes(categories: Column, system: str) -> Column:
     ).cast(ArrayType(StringType(), True))
 
 
-def _patient_id(reference: Column) -> Column:
+def patient_id(reference: Column) -> Column:
+    """The patient id of a ``Patient/<id>`` reference (``patient_id_from_reference``), or null."""
     return _text(F.regexp_extract(reference, PATIENT_REFERENCE, 1))
 
 
@@ -151,7 +152,7 @@ def input_checks(resource_type: str) -> list[Column]:
     if resource_type != "Patient":
         ok = ~corrupt & ~other & ~no_id
         checks.append(
-            F.count_if(ok & _patient_id(F.col("subject.reference")).isNull()).alias("no_patient")
+            F.count_if(ok & patient_id(F.col("subject.reference")).isNull()).alias("no_patient")
         )
     return checks
 
@@ -180,7 +181,7 @@ def patient_rows(frame: DataFrame) -> DataFrame:
 
 def _with_patient(frame: DataFrame, resource_type: str) -> DataFrame:
     resources = valid_resources(frame, resource_type)
-    resources = resources.withColumn("patient_id", _patient_id(F.col("subject.reference")))
+    resources = resources.withColumn("patient_id", patient_id(F.col("subject.reference")))
     return resources.filter(F.col("patient_id").isNotNull())
 
 
