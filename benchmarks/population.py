@@ -264,16 +264,11 @@ def measure_python_score(folder: Path, stop_after: float | None = None) -> dict[
         "seconds": seconds,
         "read_s": read_s,
         "patients": patients,
-        "stopped": stop_after is not None and patients < _patients_in(folder),
         "resources": resources,
         "rows": scored,
         "eligible": eligible,
         **_peaks(memory),
     }
-
-
-def _patients_in(folder: Path) -> int:
-    return json.loads((folder.parent / "description.json").read_text())["patients"]
 
 
 def measure_python_read(folder: Path) -> dict[str, Any]:
@@ -400,7 +395,8 @@ class Result:
 
     @property
     def stopped(self) -> bool:
-        return bool(self.measured.get("stopped"))
+        """A run stopped early (``--stop-after``) before every patient was done."""
+        return self.patients < self.data["patients"]
 
     @property
     def resources_per_s(self) -> float:
@@ -691,6 +687,8 @@ def main() -> None:
     )
     parser.add_argument("--one", nargs=2, metavar=("PATH", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stop_after and args.job != "score":
+        parser.error("--stop-after applies to --job score only")
 
     if args.one:  # a child process: one measurement, printed as JSON
         path, size = args.one[0], int(args.one[1])
